@@ -43,8 +43,8 @@ int auth_sign(const struct key *k, const char *method, const char *path,
 struct auth_verifier;
 
 /* NULL when out of memory, or when max_skew_seconds > AUTH_MAX_SKEW_LIMIT
- * or max_nonces is 0 or > AUTH_MAX_NONCES_LIMIT.  Memory is about 28 bytes
- * per nonce plus 4 per second of window, reserved up front.  Not
+ * or max_nonces is 0 or > AUTH_MAX_NONCES_LIMIT.  Memory is 28 to 36 bytes
+ * per nonce plus 8 per second of max_skew, reserved up front.  Not
  * thread-safe: one verifier per thread, or a lock around it. */
 struct auth_verifier *auth_verifier_new(unsigned max_skew_seconds, size_t max_nonces);
 void auth_verifier_free(struct auth_verifier *v);
