@@ -83,6 +83,8 @@ enum mproxy_mode {
 
 struct mproxy_decoder;
 
+/* max_data: the largest declared payload accepted (a longer one is an
+ * error); 0 means MPROXY_DEFAULT_MAX_DATA.  NULL when out of memory. */
 struct mproxy_decoder *mproxy_decoder_new(enum mproxy_mode mode, size_t max_data);
 void mproxy_decoder_free(struct mproxy_decoder *d);
 /* Feeds up to len bytes.  *consumed says how many were used (call again
@@ -97,5 +99,9 @@ const char *mproxy_decoder_error(const struct mproxy_decoder *d);
 uint64_t mproxy_decoder_offset(const struct mproxy_decoder *d);
 /* 1 when the decoder sits between frames (a clean place for a stream to end). */
 int mproxy_decoder_at_boundary(const struct mproxy_decoder *d);
+/* The stream has ended: 0 when at a frame boundary, else -1 and the
+ * decoder is in error ("byte 230: stream ends inside the payload of the
+ * frame that starts at byte 0 (28 of 199 bytes)"). */
+int mproxy_decoder_finish(struct mproxy_decoder *d);
 
 #endif
