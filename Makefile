@@ -57,7 +57,9 @@ PROGRAMS   := $(if $(RELAY_SRC),$(BUILD)/postern-relay) \
               $(patsubst tools/%.c,$(BUILD)/%,$(TOOL_SRC))
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps check demo fuzz bench clean unit-tests
+.PHONY: all deps check demo fuzz fuzz-build bench clean
+# Keep objects that pattern chains would otherwise delete as intermediates.
+.SECONDARY:
 all: $(PROGRAMS) $(UNIT_BINS)
 
 $(BUILD)/obj/%.o: %.c

@@ -1,0 +1,60 @@
+/* postern-server: offers local targets to clients through the relay. */
+#ifndef POSTERN_SERVER_H
+#define POSTERN_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "key.h"
+#include "loop.h"
+#include "net.h"
+#include "proxyconf.h"
+#include "relaycall.h"
+
+#define SERVER_EXPOSES_MAX               256
+#define SERVER_DEFAULT_LISTENS_PER_PORT  2
+#define SERVER_LISTENS_PER_PORT_MAX      64
+#define SERVER_BACKOFF_MIN_MS            500
+#define SERVER_BACKOFF_MAX_MS            30000
+
+/* One --expose PORT=tcp://HOST:PORT. */
+struct server_expose {
+	char     se_port[RELAYCALL_NAME_MAX + 1];   /* the name clients use */
+	char     se_host[NET_HOST_MAX];
+	uint16_t se_tport;
+};
+
+struct server_options {
+	struct proxy_settings so_ps;     /* first: the common setters use it */
+	char    *so_name;
+	struct server_expose *so_exp;
+	size_t   so_nexp;
+	unsigned so_listens_per_port;
+};
+
+/* ---- options.c ----------------------------------------------------- */
+
+void server_options_init(struct server_options *so);
+void server_options_free(struct server_options *so);
+enum popt_result server_options_parse(struct server_options *so, int argc,
+                                      char **argv, char *err, size_t errlen);
+int  server_expose_parse(const char *s, struct server_expose *e,
+                         char *err, size_t errlen);
+void server_usage(FILE *f);
+
+/* ---- server.c ------------------------------------------------------ */
+
+struct server;
+
+/* Resolves the targets and starts the listens.  NULL with err. */
+struct server *server_new(struct loop *l, const struct server_options *so,
+                          const struct key *k, char *err, size_t errlen);
+/* Stops the listens and dials, ends every tunnel ("shutdown"). */
+void server_shutdown(struct server *sv);
+void server_free(struct server *sv);
+
+/* The next wait after a failure: 0.5 s, doubling, at most 30 s. */
+uint64_t server_backoff_next(uint64_t prev_ms);
+
+#endif

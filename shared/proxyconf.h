@@ -1,0 +1,97 @@
+/* Settings of postern-server and postern-client: one table of options per
+ * program, read from the command line and from an INI file section
+ * (--config FILE), the command line winning.  Every INI key is the long
+ * flag's name ("frame_max" is --frame-max or --frame_max). */
+#ifndef POSTERN_PROXYCONF_H
+#define POSTERN_PROXYCONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Defaults, documented in docs/proxies.md. */
+#define PROXY_DEFAULT_KEEPALIVE_MS       25000
+#define PROXY_DEFAULT_FRAME_MAX          65536
+#define PROXY_DEFAULT_BUFFER             262144
+#define PROXY_DEFAULT_MAX_TUNNELS        1024
+#define PROXY_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define PROXY_DEFAULT_RELAY_TIMEOUT_MS   10000
+
+#define PROXY_FRAME_MAX_LIMIT (1024 * 1024)     /* receivers' decoder limit */
+#define PROXY_BUFFER_MIN      (16 * 1024)       /* one curl write chunk */
+#define PROXY_BUFFER_LIMIT    (64 * 1024 * 1024)
+
+/* What both proxies share.  A program's option struct starts with this
+ * (the common options' setters are handed the program's struct). */
+struct proxy_settings {
+	char    *ps_relay;              /* URL */
+	char    *ps_key;                /* key file */
+	char    *ps_config;             /* --config FILE, or NULL */
+	uint64_t ps_keepalive_ms;       /* 0: no keepalives */
+	size_t   ps_frame_max;
+	size_t   ps_buffer;
+	unsigned ps_max_tunnels;
+	uint64_t ps_connect_timeout_ms;
+	uint64_t ps_relay_timeout_ms;
+	char    *ps_cacert;
+	int      ps_insecure;
+	char    *ps_pin;
+	int      ps_verbosity;          /* -v count minus -q count */
+};
+
+void proxy_settings_init(struct proxy_settings *ps);
+void proxy_settings_free(struct proxy_settings *ps);
+
+enum {
+	POPT_VALUE = 1,   /* takes a value */
+	POPT_LIST  = 2,   /* repeatable; the command line replaces the file's */
+	POPT_NOINI = 4,   /* command line only (-v, --config) */
+};
+
+/* Setters return 0, or -1 with err saying what is wrong with the value.
+ * value is NULL for a flag without a value given on the command line. */
+typedef int (*popt_set_fn)(void *cfg, const char *value, char *err,
+                           size_t errlen);
+
+struct popt {
+	const char *po_name;     /* with '_' */
+	char        po_short;    /* or 0 */
+	int         po_flags;
+	popt_set_fn po_set;
+	void      (*po_clear)(void *cfg);   /* POPT_LIST only */
+	const char *po_arg;      /* "URL", "FILE": shown in the usage */
+	const char *po_help;
+};
+
+/* The options of struct proxy_settings; ends with a zeroed entry. */
+extern const struct popt proxy_common_opts[];
+
+enum popt_result { POPT_OK = 0, POPT_HELP = 1, POPT_ERROR = -1 };
+
+/* Reads argv (argv[0] is skipped) and the --config file's [section].
+ * tabs: NULL-terminated list of option tables.  POPT_ERROR with err
+ * filled ("--frame-max: ...", "proxy.ini:7: unknown key 'x' in [client]"). */
+enum popt_result popt_parse(const struct popt *const *tabs,
+                            const char *section, void *cfg,
+                            int argc, char **argv,
+                            char *err, size_t errlen);
+
+/* Checks what the settings name on disk (the --cacert file, a --pin
+ * file) can be read, so that a typo stops the program at start-up rather
+ * than failing every request.  -1 with err. */
+int proxy_settings_check(const struct proxy_settings *ps, char *err,
+                         size_t errlen);
+
+/* Prints every option with its help text. */
+void popt_usage(FILE *f, const struct popt *const *tabs);
+
+/* Value parsers shared by the setters. */
+int popt_seconds(const char *v, double max_s, int allow_zero, uint64_t *ms,
+                 char *err, size_t errlen);
+int popt_size(const char *v, uint64_t min, uint64_t max, uint64_t *out,
+              char *err, size_t errlen);
+int popt_bool(const char *v, int *out, char *err, size_t errlen);
+/* Replaces *dst with a copy of v. */
+int popt_string(char **dst, const char *v, char *err, size_t errlen);
+
+#endif

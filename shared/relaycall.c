@@ -1,0 +1,226 @@
+/* Signed relay calls: the easy handle every proxy request starts from. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "auth.h"
+#include "relaycall.h"
+
+int
+relaycall_name_valid(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n] != '\0'; n++) {
+		char ch = s[n];
+
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+		    ch == '-'))
+			return 0;
+		if (n >= RELAYCALL_NAME_MAX)
+			return 0;
+	}
+	return n >= 1;
+}
+
+int
+relaycall_conf_url(struct relaycall_conf *rc, const char *url, char *err,
+    size_t errlen)
+{
+	CURLU *u;
+	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+	char *query = NULL, *user = NULL, *frag = NULL;
+	size_t plen;
+	int rv = -1;
+
+	if ((u = curl_url()) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (strlen(url) >= RELAYCALL_URL_MAX) {
+		snprintf(err, errlen, "relay URL is too long (at most %d bytes)",
+		    RELAYCALL_URL_MAX - 1);
+		goto done;
+	}
+	if (strstr(url, "://") == NULL ||
+	    curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
+		snprintf(err, errlen, "relay URL '%s' is not a URL; expected "
+		    "http://HOST:PORT or https://HOST", url);
+		goto done;
+	}
+	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	curl_url_get(u, CURLUPART_HOST, &host, 0);
+	curl_url_get(u, CURLUPART_PORT, &port, 0);
+	curl_url_get(u, CURLUPART_PATH, &path, 0);
+	curl_url_get(u, CURLUPART_QUERY, &query, 0);
+	curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0);
+	curl_url_get(u, CURLUPART_USER, &user, 0);
+	if (scheme == NULL || (strcmp(scheme, "http") != 0 &&
+	    strcmp(scheme, "https") != 0)) {
+		snprintf(err, errlen, "relay URL '%s': the scheme must be http "
+		    "or https", url);
+		goto done;
+	}
+	if (host == NULL || host[0] == '\0') {
+		snprintf(err, errlen, "relay URL '%s' has no host", url);
+		goto done;
+	}
+	if (query != NULL || frag != NULL || user != NULL) {
+		snprintf(err, errlen, "relay URL '%s': remove the query, "
+		    "fragment or user name", url);
+		goto done;
+	}
+	snprintf(rc->rc_base, sizeof(rc->rc_base), "%s://%s%s%s", scheme,
+	    host, port != NULL ? ":" : "", port != NULL ? port : "");
+	/* The prefix is signed as part of the path: a reverse proxy in
+	 * front of the relay must pass it through unchanged. */
+	snprintf(rc->rc_prefix, sizeof(rc->rc_prefix), "%s",
+	    path != NULL ? path : "");
+	plen = strlen(rc->rc_prefix);
+	while (plen > 0 && rc->rc_prefix[plen - 1] == '/')
+		rc->rc_prefix[--plen] = '\0';
+	rv = 0;
+done:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_free(query);
+	curl_free(frag);
+	curl_free(user);
+	curl_url_cleanup(u);
+	return rv;
+}
+
+static int
+relaycall_header(struct curl_slist **hdrs, const char *name,
+    const char *value)
+{
+	char line[256];
+	struct curl_slist *n;
+
+	snprintf(line, sizeof(line), "%s: %s", name, value);
+	if ((n = curl_slist_append(*hdrs, line)) == NULL)
+		return -1;
+	*hdrs = n;
+	return 0;
+}
+
+CURL *
+relaycall_easy(const struct relaycall_conf *rc, const char *path,
+    const char *const *extra, struct curl_slist **hdrs, char *err,
+    size_t errlen)
+{
+	char full[RELAYCALL_PATH_MAX], url[RELAYCALL_URL_MAX + RELAYCALL_PATH_MAX];
+	struct auth_headers ah;
+	struct curl_slist *n;
+	CURL *e;
+
+	*hdrs = NULL;
+	if ((size_t)snprintf(full, sizeof(full), "%s%s", rc->rc_prefix, path) >=
+	    sizeof(full)) {
+		snprintf(err, errlen, "request path too long");
+		return NULL;
+	}
+	snprintf(url, sizeof(url), "%s%s", rc->rc_base, full);
+	if (auth_sign(rc->rc_key, "POST", full, time(NULL), &ah, err,
+	    errlen) == -1)
+		return NULL;
+	if (relaycall_header(hdrs, AUTH_H_KEY, ah.ah_key) == -1 ||
+	    relaycall_header(hdrs, AUTH_H_TIMESTAMP, ah.ah_timestamp) == -1 ||
+	    relaycall_header(hdrs, AUTH_H_NONCE, ah.ah_nonce) == -1 ||
+	    relaycall_header(hdrs, AUTH_H_SIGNATURE, ah.ah_signature) == -1)
+		goto oom;
+	for (; extra != NULL && *extra != NULL; extra++) {
+		if ((n = curl_slist_append(*hdrs, *extra)) == NULL)
+			goto oom;
+		*hdrs = n;
+	}
+	if ((e = curl_easy_init()) == NULL)
+		goto oom;
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, *hdrs);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "postern/1");
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	/* Long polls and idle tunnels sit silent for minutes: keepalive
+	 * probes find a dead relay or a NAT that forgot us. */
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 10L);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, rc->rc_connect_timeout_ms);
+	if (rc->rc_recv_buffer > 0)
+		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, rc->rc_recv_buffer);
+	if (rc->rc_send_buffer > 0)
+		curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE,
+		    rc->rc_send_buffer);
+	if (rc->rc_cacert != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, rc->rc_cacert);
+	if (rc->rc_insecure) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (rc->rc_pin != NULL)
+		curl_easy_setopt(e, CURLOPT_PINNEDPUBLICKEY, rc->rc_pin);
+	return e;
+oom:
+	curl_slist_free_all(*hdrs);
+	*hdrs = NULL;
+	snprintf(err, errlen, "out of memory");
+	return NULL;
+}
+
+/* Copies at most max bytes of s, printable ASCII only. */
+static void
+relaycall_clean(const char *s, size_t len, size_t max, char *out,
+    size_t outlen)
+{
+	size_t i, o = 0;
+
+	if (outlen == 0)
+		return;
+	for (i = 0; i < len && i < max && o + 1 < outlen; i++)
+		out[o++] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	out[o] = '\0';
+}
+
+void
+relaycall_describe(long status, const char *body, size_t len, char *out,
+    size_t outlen)
+{
+	char msg[256], code[72];
+	json_t *j, *v;
+	const char *m = NULL, *c = NULL;
+
+	j = len > 0 ? json_loadb(body, len, 0, NULL) : NULL;
+	if (j != NULL && json_is_object(j)) {
+		if ((v = json_object_get(j, "error")) != NULL &&
+		    json_is_string(v))
+			m = json_string_value(v);
+		else if ((v = json_object_get(j, "message")) != NULL &&
+		    json_is_string(v))
+			m = json_string_value(v);
+		if ((v = json_object_get(j, "code")) != NULL &&
+		    json_is_string(v))
+			c = json_string_value(v);
+	}
+	if (m != NULL || c != NULL) {
+		relaycall_clean(c ? c : "", c ? strlen(c) : 0, 64, code,
+		    sizeof(code));
+		relaycall_clean(m ? m : "", m ? strlen(m) : 0, 200, msg,
+		    sizeof(msg));
+		snprintf(out, outlen, "relay answered %ld%s%s: %s", status,
+		    code[0] ? " " : "", code, msg[0] ? msg : "(no message)");
+	} else if (len > 0) {
+		relaycall_clean(body, len, 120, msg, sizeof(msg));
+		snprintf(out, outlen, "relay answered %ld: '%s'", status, msg);
+	} else
+		snprintf(out, outlen, "relay answered %ld with no body", status);
+	json_decref(j);
+}

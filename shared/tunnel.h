@@ -1,0 +1,98 @@
+/* One tunnel: the pump between a local TCP socket and two HTTP streams.
+ *
+ *   download  the response body of connect (client) or accept (server):
+ *             the peer's M-PROXY frames; payload goes to the socket.
+ *   upload    the chunked request body of upstream (client) or
+ *             downstream (server): frames made from what the socket reads.
+ *
+ * Backpressure: the upload reads the socket only when curl asks for body
+ * bytes (straight into curl's buffer), so the kernel holds what we have no
+ * room for; the download writes payload straight to the socket, keeps
+ * what the socket refuses in a ring of `buffer` bytes, and pauses the
+ * transfer while the ring could not take another chunk.
+ *
+ * A tunnel reports to its owner through two callbacks and frees itself
+ * after the second; library code, it never logs. */
+#ifndef POSTERN_TUNNEL_H
+#define POSTERN_TUNNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "curlloop.h"
+#include "loop.h"
+#include "net.h"
+#include "relaycall.h"
+
+struct tunnel;
+
+/* What every tunnel of a process shares. */
+struct tunnel_env {
+	struct loop                 *te_loop;
+	struct curlloop             *te_curl;
+	const struct relaycall_conf *te_relay;
+	size_t   te_frame_max;     /* payload bytes per data frame we send */
+	size_t   te_buffer;        /* download ring; curl's buffers */
+	uint64_t te_keepalive_ms;  /* ping an idle upload; 0 = never */
+	size_t   te_max_data;      /* decoder limit; 0 = MPROXY default */
+};
+
+enum tunnel_side {
+	TUNNEL_CLIENT,   /* connect + upstream; the socket is the TCP client */
+	TUNNEL_SERVER,   /* accept + downstream; the socket is the target */
+};
+
+struct tunnel_cbs {
+	/* Client: the relay answered connect with 200.  Server: the
+	 * connection frame arrived (tunnel_peer is known). */
+	void (*tc_open)(struct tunnel *t, void *arg);
+	/* The tunnel is over: "done", "client reset", "relay stream failed:
+	 * ...", "peer error: ...", "relay answered 502 ...".  The tunnel is
+	 * freed when this returns. */
+	void (*tc_closed)(struct tunnel *t, const char *reason, void *arg);
+};
+
+struct tunnel_stats {
+	uint64_t ts_up;       /* payload bytes read from the socket */
+	uint64_t ts_down;     /* payload bytes received for the socket */
+	uint64_t ts_ms;       /* since tunnel_new */
+};
+
+/* Takes fd (nonblocking, connected) unless it fails.  server/port name
+ * the tunnel in paths and the connection frame. */
+struct tunnel *tunnel_new(const struct tunnel_env *env, enum tunnel_side side,
+                          int fd, const char *server, const char *port,
+                          const struct tunnel_cbs *cbs, void *arg,
+                          char *err, size_t errlen);
+/* The TCP client's address (client side: from accept(); the server side
+ * learns it from the connection frame). */
+void tunnel_set_peer(struct tunnel *t, const struct net_peer *p);
+
+/* Client: POST connect/{port}; the upstream follows the 200. */
+int  tunnel_connect(struct tunnel *t, char *err, size_t errlen);
+/* Server: POST accept/{id} and downstream/{id} at once. */
+int  tunnel_accept(struct tunnel *t, const char *id, char *err, size_t errlen);
+
+/* Ends the tunnel now (shutdown of the process): resets the socket,
+ * stops both transfers, reports reason.  Not from a curl callback. */
+void tunnel_close(struct tunnel *t, const char *reason);
+
+const char *tunnel_id(const struct tunnel *t);        /* "" until known */
+const struct net_peer *tunnel_peer(const struct tunnel *t);
+int  tunnel_opened(const struct tunnel *t);           /* tc_open was called */
+void tunnel_stats(const struct tunnel *t, struct tunnel_stats *st);
+
+/* ---- the bodies of curl's callbacks, exposed for unit tests ---------- */
+
+#define TUNNEL_FILL_PAUSE ((size_t)0x10000001)   /* CURL_READFUNC_PAUSE */
+#define TUNNEL_FEED_PAUSE ((size_t)0x10000001)   /* CURL_WRITEFUNC_PAUSE */
+
+/* Fills up to room bytes of upload body; 0 ends the body. */
+size_t tunnel_upload_fill(struct tunnel *t, uint8_t *buf, size_t room);
+/* Takes one chunk of download body: len, or TUNNEL_FEED_PAUSE (the chunk
+ * was not consumed and must be offered again). */
+size_t tunnel_download_feed(struct tunnel *t, const uint8_t *buf, size_t len);
+/* The fd became writable (or readable): what the loop calls. */
+void tunnel_on_io(struct loop *l, int fd, int events, void *arg);
+
+#endif
