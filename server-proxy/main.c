@@ -1,119 +1,36 @@
 /* postern-server: offer local targets through the relay. */
-#include <errno.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
-
-#include <curl/curl.h>
-
+#include "proxymain.h"
 #include "server.h"
-#include "key.h"
-#include "log.h"
-#include "loop.h"
 
-struct main_ctx {
-	struct loop   *m_loop;
-	struct server *m_server;
-	int            m_sigfd;
-};
-
-static void
-main_on_signal(struct loop *l, int fd, int events, void *arg)
+static void s_init(void *o) { server_options_init(o); }
+static void s_opts_free(void *o) { server_options_free(o); }
+static enum popt_result
+s_parse(void *o, int argc, char **argv, char *err, size_t errlen)
 {
-	struct main_ctx *m = arg;
-	struct signalfd_siginfo si;
-
-	(void)events;
-	if (read(fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
-		return;
-	log_info("%s: shutting down", strsignal((int)si.ssi_signo));
-	server_shutdown(m->m_server);
-	loop_stop(l);
+	return server_options_parse(o, argc, argv, err, errlen);
 }
+static const struct proxy_settings *
+s_settings(const void *o)
+{
+	return &((const struct server_options *)o)->so_ps;
+}
+static void *
+s_new(struct loop *l, const void *o, const struct key *k, char *err,
+    size_t errlen)
+{
+	return server_new(l, o, k, err, errlen);
+}
+static void s_shutdown(void *s) { server_shutdown(s); }
+static void s_free(void *s) { server_free(s); }
 
 int
 main(int argc, char **argv)
 {
 	struct server_options so;
-	struct main_ctx m;
-	struct key k;
-	sigset_t mask;
-	unsigned long need, have;
-	char err[512];
-	int rc = 1;
+	const struct proxymain_ops ops = {
+		"postern-server", &so, s_init, s_opts_free, s_parse,
+		s_settings, server_usage, s_new, s_shutdown, s_free,
+	};
 
-	log_init("postern-server", LOG_INFO);
-	server_options_init(&so);
-	switch (server_options_parse(&so, argc, argv, err, sizeof(err))) {
-	case POPT_HELP:
-		server_usage(stdout);
-		server_options_free(&so);
-		return 0;
-	case POPT_ERROR:
-		fprintf(stderr, "postern-server: %s\n(postern-server -h lists "
-		    "the options)\n", err);
-		server_options_free(&so);
-		return 2;
-	case POPT_OK:
-		break;
-	}
-	log_adjust(so.so_ps.ps_verbosity);
-	memset(&m, 0, sizeof(m));
-	m.m_sigfd = -1;
-	if (key_load(&k, so.so_ps.ps_key, err, sizeof(err)) == -1) {
-		log_error("%s", err);
-		server_options_free(&so);
-		return 1;
-	}
-	signal(SIGPIPE, SIG_IGN);
-	/* Blocked before any thread exists (curl's resolver), so that only
-	 * the signalfd sees them. */
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGTERM);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	/* A tunnel holds its socket and two relay connections. */
-	need = (unsigned long)so.so_ps.ps_max_tunnels * 3 + 64;
-	if ((have = net_raise_nofile(need)) < need)
-		log_warn("max_tunnels %u needs about %lu file descriptors; the "
-		    "limit is %lu (raise it with ulimit -n)",
-		    so.so_ps.ps_max_tunnels, need, have);
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		log_error("curl_global_init failed");
-		goto out_key;
-	}
-	if ((m.m_loop = loop_new()) == NULL) {
-		log_error("cannot create the event loop: %s", strerror(errno));
-		goto out_curl;
-	}
-	if ((m.m_sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) == -1 ||
-	    loop_watch(m.m_loop, m.m_sigfd, LOOP_READ, main_on_signal, &m) == -1) {
-		log_error("cannot watch signals: %s", strerror(errno));
-		goto out_loop;
-	}
-	if ((m.m_server = server_new(m.m_loop, &so, &k, err, sizeof(err))) ==
-	    NULL) {
-		log_error("%s", err);
-		goto out_loop;
-	}
-	if (loop_run(m.m_loop) == -1)
-		log_error("event loop failed: %s", strerror(errno));
-	else
-		rc = 0;
-	server_free(m.m_server);
-out_loop:
-	if (m.m_sigfd >= 0) {
-		loop_unwatch(m.m_loop, m.m_sigfd);
-		close(m.m_sigfd);
-	}
-	loop_free(m.m_loop);
-out_curl:
-	curl_global_cleanup();
-out_key:
-	key_wipe(&k);
-	server_options_free(&so);
-	return rc;
+	return proxymain_run(&ops, argc, argv);
 }
