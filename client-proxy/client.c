@@ -67,7 +67,8 @@ client_tunnel_closed(struct tunnel *t, const char *reason, void *arg)
 
 	tunnel_stats(t, &st);
 	if (tunnel_opened(t))
-		log_info("tunnel closed id=%s %s/%s up=%llu down=%llu "
+		log_msg(strcmp(reason, "done") == 0 ? LOG_INFO : LOG_WARN,
+		    "tunnel closed id=%s %s/%s up=%llu down=%llu "
 		    "duration=%llu.%03llus reason=%s", tunnel_id(t),
 		    f->cf_server, f->cf_port, (unsigned long long)st.ts_up,
 		    (unsigned long long)st.ts_down,

@@ -147,7 +147,8 @@ server_tunnel_closed(struct tunnel *t, const char *reason, void *arg)
 	tunnel_stats(t, &ts);
 	/* up/down as the client sees them, so both logs of a tunnel agree:
 	 * up is what reached the target, down what came back. */
-	log_info("tunnel closed id=%s %s/%s up=%llu down=%llu "
+	log_msg(strcmp(reason, "done") == 0 ? LOG_INFO : LOG_WARN,
+		    "tunnel closed id=%s %s/%s up=%llu down=%llu "
 	    "duration=%llu.%03llus reason=%s", tunnel_id(t),
 	    st->st_sv->sv_opt->so_name, st->st_port->sp_cfg->se_port,
 	    (unsigned long long)ts.ts_down, (unsigned long long)ts.ts_up,

@@ -14,7 +14,7 @@
 #define PROXY_DEFAULT_FRAME_MAX          65536
 #define PROXY_DEFAULT_BUFFER             262144
 #define PROXY_DEFAULT_MAX_TUNNELS        1024
-#define PROXY_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define PROXY_DEFAULT_CONNECT_TIMEOUT_MS 5000 /* below the relay's accept_timeout (10 s), so a dead target reads as 502 ETIMEDOUT, not 504 */
 #define PROXY_DEFAULT_RELAY_TIMEOUT_MS   10000
 
 #define PROXY_FRAME_MAX_LIMIT (1024 * 1024)     /* receivers' decoder limit */

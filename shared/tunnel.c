@@ -851,9 +851,12 @@ tunnel_stream_failed(struct tunnel *t, struct tunnel_stream *s,
 	char desc[256];
 
 	if (result != CURLE_OK) {
-		tunnel_fail(t, reset, "relay stream failed: %s (%s)",
-		    s->ts_errbuf[0] ? s->ts_errbuf : curl_easy_strerror(result),
-		    s->ts_call);
+		/* curl only sees a cut body; say what cuts one. */
+		tunnel_fail(t, reset, "relay stream failed (%s): the relay "
+		    "ended the tunnel (the other proxy went away, the tunnel "
+		    "idled out or the relay stopped) or the network failed: %s",
+		    s->ts_call,
+		    s->ts_errbuf[0] ? s->ts_errbuf : curl_easy_strerror(result));
 		return;
 	}
 	relaycall_describe(s->ts_status, s->ts_body, s->ts_body_len, desc,

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/../.." || exit 1
 
 build=${1:-${BUILD:-build}}
 mproxy=${MPROXY:-$build/mproxy}
+mproxy_abs=$(cd "$(dirname "$mproxy")" && pwd)/$(basename "$mproxy")
 vec=tests/vectors
 if [ ! -x "$mproxy" ]; then
 	echo "test_mproxy_tool: $mproxy not found; build it first (make BUILD=$build)" >&2
@@ -57,7 +58,7 @@ done
 
 # filepath is relative to the JSON file's folder, not to the cwd
 abs=$(pwd)/$vec/pack-sni.json
-(cd "$tmp" && timeout 20 "$OLDPWD/$mproxy" pack "$abs" sni-cwd.bin >/dev/null 2>"$tmp/err")
+(cd "$tmp" && timeout 20 "$mproxy_abs" pack "$abs" sni-cwd.bin >/dev/null 2>"$tmp/err")
 if cmp -s "$tmp/sni-cwd.bin" "$vec/pack-sni.expected.bin"; then
 	ok "pack resolves filepath against the JSON file's folder"
 else

@@ -117,7 +117,7 @@ START_TEST(test_flags_minimal_and_defaults)
 	ck_assert_uint_eq(co.co_ps.ps_frame_max, 65536);
 	ck_assert_uint_eq(co.co_ps.ps_buffer, 262144);
 	ck_assert_uint_eq(co.co_ps.ps_max_tunnels, 1024);
-	ck_assert_uint_eq(co.co_ps.ps_connect_timeout_ms, 10000);
+	ck_assert_uint_eq(co.co_ps.ps_connect_timeout_ms, 5000);
 	ck_assert_uint_eq(co.co_ps.ps_relay_timeout_ms, 10000);
 	ck_assert_int_eq(co.co_ps.ps_insecure, 0);
 	ck_assert_ptr_null(co.co_ps.ps_cacert);
