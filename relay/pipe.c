@@ -1,0 +1,132 @@
+/* One direction of a tunnel: an upload body in, a streaming response out.
+ *
+ * Backpressure invariant: the ring never holds more than pipe_buffer
+ * bytes.  A writer whose data does not fit leaves the rest with
+ * libmicrohttpd (*size) and is suspended, so its socket stops being read;
+ * the reader resumes it once the ring is half empty.  A reader that finds
+ * the ring empty is suspended (returning 0 without suspending would make
+ * libmicrohttpd call it again at once, a busy loop) and the writer resumes
+ * it when bytes arrive. */
+#include <string.h>
+
+#include "log.h"
+#include "mproxy.h"
+#include "relay.h"
+
+void
+pipe_init(struct pipe *p, size_t cap)
+{
+	memset(p, 0, sizeof(*p));
+	ring_init(&p->pp_ring, cap);
+	p->pp_dec = mproxy_decoder_new(MPROXY_PIECES, 0);
+}
+
+void
+pipe_free(struct relay *rl, struct pipe *p)
+{
+	rl->rl_buffered -= ring_len(&p->pp_ring);
+	ring_free(&p->pp_ring);
+	mproxy_decoder_free(p->pp_dec);
+	p->pp_dec = NULL;
+}
+
+uint64_t
+pipe_payload(const struct pipe *p)
+{
+	return p->pp_dec != NULL ? p->pp_payload : p->pp_bytes;
+}
+
+/* Walks frame headers (payload is skipped, not copied) to count the
+ * payload of data frames. */
+static void
+pipe_count(struct pipe *p, const char *data, size_t n)
+{
+	const uint8_t *b = (const uint8_t *)data;
+	struct mproxy_frame f;
+	enum mproxy_result r;
+	size_t used;
+
+	p->pp_bytes += n;
+	while (p->pp_dec != NULL && n > 0) {
+		r = mproxy_decoder_feed(p->pp_dec, b, n, &used, &f);
+		if (r == MPROXY_ERROR) {
+			log_debug("stream does not decode as M-PROXY (%s); logging body "
+			    "bytes", mproxy_decoder_error(p->pp_dec));
+			mproxy_decoder_free(p->pp_dec);
+			p->pp_dec = NULL;
+			return;
+		}
+		if (r == MPROXY_FRAME && strcmp(f.service, "connection") != 0 &&
+		    strcmp(f.service, "end") != 0 && strcmp(f.service, "error") != 0 &&
+		    strcmp(f.service, "control") != 0)
+			p->pp_payload += f.len;
+		if (used == 0 && r != MPROXY_FRAME)
+			return;
+		b += used;
+		n -= used;
+	}
+}
+
+void
+pipe_write(struct relay_req *rq, struct pipe *p, const char *data, size_t *size)
+{
+	struct relay *rl = rq->rq_relay;
+	struct circuit *t = rq->rq_circuit;
+	size_t n;
+
+	if (t == NULL || t->ci_state == CS_ENDED) {
+		rq->rq_abort = 1;
+		return;
+	}
+	n = ring_write(&p->pp_ring, data, *size);
+	if (n == 0 && ring_space(&p->pp_ring) > 0) {
+		log_warn("tunnel %s: out of memory for its pipe buffer", t->ci_idtext);
+		circuit_fail(t, "out_of_memory", 503, "busy", "the relay is out of memory");
+		rq->rq_abort = 1;
+		return;
+	}
+	pipe_count(p, data, n);
+	*size -= n;
+	rl->rl_buffered += n;
+	if (n > 0) {
+		circuit_activity(t);
+		if (p->pp_reader != NULL && p->pp_reader->rq_suspended)
+			http_resume(p->pp_reader);
+	}
+	if (*size > 0)
+		http_suspend(rq, 0);
+}
+
+void
+pipe_write_end(struct pipe *p)
+{
+	p->pp_eof = 1;
+	if (p->pp_reader != NULL && p->pp_reader->rq_suspended)
+		http_resume(p->pp_reader);
+}
+
+long
+pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max)
+{
+	struct relay *rl = rq->rq_relay;
+	struct circuit *t = rq->rq_circuit;
+	struct relay_req *w;
+	size_t n;
+
+	if (t == NULL || t->ci_failed || rq->rq_abort)
+		return PIPE_ERROR;
+	n = ring_read(&p->pp_ring, buf, max);
+	if (n > 0) {
+		rl->rl_buffered -= n;
+		circuit_activity(t);
+		w = p->pp_writer;
+		if (w != NULL && w->rq_suspended &&
+		    ring_len(&p->pp_ring) <= p->pp_ring.r_cap / 2)
+			http_resume(w);
+		return (long)n;
+	}
+	if (p->pp_eof)
+		return PIPE_EOF;
+	http_suspend(rq, 1);
+	return 0;
+}

@@ -1,0 +1,360 @@
+/* postern-relay: the declarations its files share.
+ *
+ * Everything here runs on one thread (the loop's): libmicrohttpd is polled
+ * from our epoll loop and every callback, timer and signal is dispatched
+ * from it, so no structure below is locked. */
+#ifndef POSTERN_RELAY_H
+#define POSTERN_RELAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/queue.h>
+
+#include "key.h"
+#include "loop.h"
+#include "ring.h"
+
+#define RELAY_NAME_MAX   64   /* server and port names: 1..64 bytes */
+#define RELAY_ID_BYTES   16
+#define RELAY_ID_TEXT    22   /* URL-safe base64 of 16 bytes, no padding */
+#define RELAY_ERR_MAX    256
+/* Bytes of an unwanted request body read and dropped so that the error
+ * answer can still be sent; past this the connection is closed. */
+#define RELAY_DISCARD_MAX (1024 * 1024)
+
+/* ---- config.c: relay.ini ------------------------------------------- */
+
+struct relay_allow {
+	char    *al_server;
+	char    *al_port;       /* NULL: every port of al_server */
+	int      al_line;
+};
+
+struct relay_server {
+	char    *sv_name;
+	uint8_t  sv_key[KEY_PUBLIC_BYTES];
+	char   **sv_ports;      /* NULL: any port name */
+	size_t   sv_nports;
+	int      sv_line;       /* of the section header */
+	int      sv_key_line;   /* 0: no key line yet */
+	int      sv_ports_line;
+};
+
+struct relay_client {
+	char    *cl_name;
+	uint8_t  cl_key[KEY_PUBLIC_BYTES];
+	struct relay_allow *cl_allow;
+	size_t   cl_nallow;
+	int      cl_line;
+	int      cl_key_line;
+};
+
+struct relay_config {
+	char    *cf_listen;               /* HOST:PORT */
+	uint64_t cf_listen_timeout_ms;
+	uint64_t cf_listen_grace_ms;
+	uint64_t cf_connect_wait_ms;
+	uint64_t cf_accept_timeout_ms;
+	uint64_t cf_idle_timeout_ms;
+	uint64_t cf_clock_skew;           /* seconds */
+	uint64_t cf_max_nonces;
+	uint64_t cf_pipe_buffer;          /* bytes per direction per tunnel */
+	uint64_t cf_max_tunnels;
+	uint64_t cf_max_connections;
+	uint64_t cf_max_pending_connects; /* per server/port */
+	uint64_t cf_max_refuse_body;
+	uint64_t cf_connection_memory;
+	int      cf_status;               /* GET /v1/status served */
+	struct relay_server *cf_servers;
+	size_t   cf_nservers;
+	struct relay_client *cf_clients;
+	size_t   cf_nclients;
+};
+
+/* Defaults, also documented in docs/relay.md. */
+#define CONFIG_DEFAULT_LISTEN            "127.0.0.1:8080"
+#define CONFIG_DEFAULT_LISTEN_TIMEOUT_MS 25000
+#define CONFIG_DEFAULT_LISTEN_GRACE_MS   10000
+#define CONFIG_DEFAULT_CONNECT_WAIT_MS   5000
+#define CONFIG_DEFAULT_ACCEPT_TIMEOUT_MS 10000
+#define CONFIG_DEFAULT_IDLE_TIMEOUT_MS   300000
+#define CONFIG_DEFAULT_CLOCK_SKEW        300
+#define CONFIG_DEFAULT_MAX_NONCES        100000
+#define CONFIG_DEFAULT_PIPE_BUFFER       262144
+#define CONFIG_DEFAULT_MAX_TUNNELS       4096
+#define CONFIG_DEFAULT_MAX_CONNECTIONS   10000
+#define CONFIG_DEFAULT_MAX_PENDING       64
+#define CONFIG_DEFAULT_MAX_REFUSE_BODY   4096
+#define CONFIG_DEFAULT_CONNECTION_MEMORY 32768
+
+/* Both return NULL with err ("relay.ini:7: unknown key 'lsten' in
+ * [relay]") on any problem; name is the file name used in messages. */
+struct relay_config *config_load(const char *path, char *err, size_t errlen);
+struct relay_config *config_load_stream(FILE *f, const char *name,
+                                        char *err, size_t errlen);
+void config_free(struct relay_config *cf);
+const struct relay_server *config_server(const struct relay_config *cf,
+                                         const char *name);
+const struct relay_server *config_server_by_key(const struct relay_config *cf,
+                                                const uint8_t key[KEY_PUBLIC_BYTES]);
+const struct relay_client *config_client_by_key(const struct relay_config *cf,
+                                                const uint8_t key[KEY_PUBLIC_BYTES]);
+int config_server_offers(const struct relay_server *sv, const char *port);
+int config_client_may(const struct relay_client *cl, const char *server,
+                      const char *port);
+/* "host", "port" from "host:port" / "[v6]:port"; 0 or -1 with err. */
+int config_split_hostport(const char *s, char *host, size_t hostlen,
+                          char *port, size_t portlen, char *err, size_t errlen);
+
+/* ---- route.c: which call a request is ------------------------------ */
+
+enum relay_call {
+	CALL_LISTEN = 0,
+	CALL_ACCEPT,
+	CALL_DOWNSTREAM,
+	CALL_REFUSE,
+	CALL_CONNECT,
+	CALL_UPSTREAM,
+	CALL_STATUS,
+};
+
+struct relay_route {
+	enum relay_call rt_call;
+	char     rt_server[RELAY_NAME_MAX + 1];
+	char     rt_arg[RELAY_NAME_MAX + 1];   /* port name or connection ID */
+};
+
+/* 0 when the request names a call, else the HTTP status to answer (400,
+ * 404, 405) with *code and err filled. */
+int route_parse(const char *method, const char *path, struct relay_route *rt,
+                const char **code, char *err, size_t errlen);
+int route_name_valid(const char *s, size_t len);
+const char *route_call_name(enum relay_call c);
+/* 1 for calls made by a server-proxy, 0 for a client-proxy's. */
+int route_call_is_server(enum relay_call c);
+
+/* ---- idtable.c: connection ID -> circuit --------------------------- */
+
+struct idtable;
+
+struct idtable *idtable_new(void);
+void   idtable_free(struct idtable *t);
+/* -1 when out of memory or the ID is present already. */
+int    idtable_add(struct idtable *t, const uint8_t id[RELAY_ID_BYTES], void *val);
+void  *idtable_find(const struct idtable *t, const uint8_t id[RELAY_ID_BYTES]);
+void  *idtable_remove(struct idtable *t, const uint8_t id[RELAY_ID_BYTES]);
+size_t idtable_count(const struct idtable *t);
+/* Text form <-> bytes.  Decoding refuses anything but 22 URL-safe
+ * base64 characters. */
+void   idtable_id_text(const uint8_t id[RELAY_ID_BYTES], char out[RELAY_ID_TEXT + 1]);
+int    idtable_id_parse(const char *text, uint8_t id[RELAY_ID_BYTES]);
+
+/* ---- the daemon ------------------------------------------------------- */
+
+struct MHD_Connection;
+struct MHD_Daemon;
+struct auth_verifier;
+struct mproxy_decoder;
+
+/* A circuit's requests, one slot each. */
+enum relay_stream {
+	ST_LISTEN = 0,   /* the listen that returned the ID */
+	ST_CONNECT,      /* client; its response carries the downstream pipe */
+	ST_ACCEPT,       /* server; its response carries the upstream pipe */
+	ST_DOWNSTREAM,   /* server upload into the downstream pipe */
+	ST_UPSTREAM,     /* client upload into the upstream pipe */
+	ST_REFUSE,
+	ST_COUNT,
+	ST_NONE = -1,
+};
+#define ST_BIT(s) (1u << (s))
+#define ST_FOUR   (ST_BIT(ST_CONNECT) | ST_BIT(ST_ACCEPT) | \
+                   ST_BIT(ST_DOWNSTREAM) | ST_BIT(ST_UPSTREAM))
+
+/* One direction: an upload's body feeds pp_ring, a streaming response
+ * drains it.  The writer is suspended while the ring is full, the reader
+ * while it is empty: memory per direction is bounded by pipe_buffer. */
+struct pipe {
+	struct ring        pp_ring;
+	struct relay_req  *pp_writer;
+	struct relay_req  *pp_reader;
+	int                pp_eof;      /* the writer's body ended cleanly */
+	uint64_t           pp_bytes;    /* body bytes in */
+	/* Frames are the proxies' business; the relay only walks their
+	 * headers to log payload bytes as the proxies do.  NULL once the
+	 * stream did not decode (the log then counts body bytes). */
+	struct mproxy_decoder *pp_dec;
+	uint64_t           pp_payload;
+};
+
+enum circuit_state { CS_PAIRED, CS_OPEN, CS_ENDED };
+
+/* The relay's side of one tunnel: everything a connection ID names. */
+struct circuit {
+	struct relay      *ci_relay;
+	uint8_t            ci_id[RELAY_ID_BYTES];
+	char               ci_idtext[RELAY_ID_TEXT + 1];
+	const struct relay_server *ci_server;
+	const struct relay_client *ci_client;
+	char               ci_port[RELAY_NAME_MAX + 1];
+	enum circuit_state  ci_state;
+	int                ci_failed;
+	struct relay_req  *ci_req[ST_COUNT];
+	unsigned           ci_opened;   /* ST_BIT: stream ever opened */
+	unsigned           ci_done;     /* ST_BIT: stream completed cleanly */
+	struct pipe        ci_up;       /* upstream body -> accept response */
+	struct pipe        ci_down;     /* downstream body -> connect response */
+	struct loop_timer  ci_timer;    /* accept_timeout, then idle_timeout */
+	uint64_t           ci_start_ms;
+	uint64_t           ci_active_ms;
+	LIST_ENTRY(circuit) ci_entry;
+};
+
+/* One (server, port): its outstanding listens and waiting connects. */
+struct relay_port {
+	struct relay      *po_relay;
+	const struct relay_server *po_server;
+	char               po_name[RELAY_NAME_MAX + 1];
+	TAILQ_HEAD(, relay_req) po_listens;    /* oldest first */
+	TAILQ_HEAD(, relay_req) po_connects;   /* oldest first */
+	size_t             po_nlistens;
+	size_t             po_nconnects;
+	uint64_t           po_seen_ms;  /* a listen was outstanding until then */
+	struct loop_timer  po_gc;
+	LIST_ENTRY(relay_port) po_entry;
+};
+
+/* One HTTP request (MHD's per-request con_cls). */
+struct relay_req {
+	struct relay      *rq_relay;
+	struct MHD_Connection *rq_conn;
+	int                rq_fd;
+	struct relay_route rq_route;
+	char               rq_peer[64];
+	char               rq_what[96];         /* "POST /v1/s/nas/listen/ssh", for logs */
+	const struct relay_server *rq_server;   /* the path's server */
+	const struct relay_client *rq_client;   /* the caller, on client calls */
+	struct circuit     *rq_circuit;
+	enum relay_stream  rq_stream;
+	unsigned           rq_in_handler:1;     /* inside our access handler */
+	unsigned           rq_suspended:1;
+	unsigned           rq_watched:1;        /* fd on our loop while suspended */
+	unsigned           rq_waiting:1;        /* parked for pairing or accept */
+	unsigned           rq_pending:1;        /* an answer waits for the handler */
+	unsigned           rq_answered:1;       /* a response is queued */
+	unsigned           rq_abort:1;          /* close at the next chance */
+	unsigned           rq_counted:1;        /* in rl_npending */
+	unsigned           rq_streaming:1;      /* its response is a pipe's reader */
+	unsigned           rq_bad_body:1;       /* a body where none belongs */
+	/* listens and connects waiting in a port's queue */
+	struct relay_port *rq_port;
+	TAILQ_ENTRY(relay_req) rq_wait;
+	struct loop_timer  rq_timer;
+	/* the answer decided while suspended */
+	int                rq_status;
+	char               rq_code[64];
+	char               rq_msg[RELAY_ERR_MAX];
+	/* refuse body, and bytes of a body being discarded */
+	char              *rq_body;
+	size_t             rq_body_len;
+	size_t             rq_discarded;
+	LIST_ENTRY(relay_req) rq_entry;
+};
+
+struct relay {
+	const struct relay_config *rl_cf;
+	struct loop       *rl_loop;
+	struct MHD_Daemon *rl_mhd;
+	int                rl_mhd_fd;
+	int                rl_listen_fd;
+	char               rl_address[128];
+	struct auth_verifier *rl_auth;
+	struct idtable    *rl_ids;
+	LIST_HEAD(, relay_port) rl_ports;
+	LIST_HEAD(, relay_req)  rl_reqs;
+	LIST_HEAD(, circuit)     rl_circuits;
+	struct loop_timer  rl_mhd_timer;
+	size_t             rl_ncircuits;
+	size_t             rl_nlistens;      /* outstanding listens */
+	size_t             rl_npending;      /* connects not yet answered */
+	uint64_t           rl_buffered;      /* bytes in all pipes */
+	unsigned           rl_max_connections;
+	unsigned           rl_http_timeout;  /* s, for requests outside circuits */
+	int                rl_stopping;
+	int                rl_mhd_kick;      /* MHD_run() due at once */
+};
+
+/* Starts listening (the address in cf->cf_listen) and registers with the
+ * loop; cf stays owned by the caller and must outlive the relay. */
+struct relay *relay_new(struct loop *l, const struct relay_config *cf,
+                        char *err, size_t errlen);
+/* The bound address, e.g. "127.0.0.1:41234" (the real port for :0). */
+const char *relay_address(const struct relay *rl);
+/* Ends every tunnel and request, stops libmicrohttpd, frees everything. */
+void relay_free(struct relay *rl);
+
+/* Has libmicrohttpd run again right after the current callbacks: its
+ * resumes take effect only inside MHD_run(), and in external-polling mode
+ * nothing wakes its epoll descriptor for them. */
+void relay_mhd_kick(struct relay *rl);
+
+/* http.c */
+int  http_start(struct relay *rl, char *err, size_t errlen);
+void http_suspend(struct relay_req *rq, int watch);
+void http_resume(struct relay_req *rq);
+/* Answers now when inside rq's handler, else parks the answer and
+ * resumes rq so that its handler sends it. */
+void http_reply(struct relay_req *rq, int status, const char *code,
+                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Ends rq abnormally: its handler returns MHD_NO, its reader an error. */
+void http_abort(struct relay_req *rq);
+/* Streams of a circuit are timed by the circuit (idle_timeout over both
+ * directions), not one by one by libmicrohttpd. */
+void http_untimed(struct relay_req *rq);
+int  http_queue_json(struct relay_req *rq, int status, const char *body);
+int  http_queue_stream(struct relay_req *rq, struct pipe *p);
+
+/* calls.c: the per-call logic.  They answer through http_reply() and
+ * set rq_abort to close the connection. */
+void calls_open(struct relay_req *rq);
+void calls_body(struct relay_req *rq, const char *data, size_t *size);
+void calls_final(struct relay_req *rq);
+void calls_peer_gone(struct relay_req *rq);
+
+/* pairing.c */
+void pairing_listen(struct relay *rl, struct relay_req *rq);
+void pairing_connect(struct relay *rl, struct relay_req *rq);
+void pairing_drop(struct relay_req *rq);
+void pairing_free_all(struct relay *rl);
+
+/* circuit.c */
+struct circuit *circuit_new(struct relay *rl, struct relay_req *listen,
+                          struct relay_req *connect);
+void circuit_attach(struct circuit *t, struct relay_req *rq, enum relay_stream s);
+/* rq's request ended (clean: completed normally; how: in words). */
+void circuit_detach(struct relay_req *rq, int clean, const char *how);
+void circuit_accepted(struct circuit *t);
+/* Ends a circuit that failed.  reason is one word for the log
+ * (accept_timeout, idle_timeout, stream_failed, ...), why says what
+ * happened; a connect still waiting for its answer gets status, code and
+ * why (status 0: it is cut instead). */
+void circuit_fail(struct circuit *t, const char *reason, int status,
+                  const char *code, const char *why);
+/* Ends a circuit without error: refused, or every stream done. */
+void circuit_end(struct circuit *t, const char *reason, const char *detail);
+void circuit_activity(struct circuit *t);
+
+/* pipe.c: pipe_read returns bytes, 0 (parked until the writer adds
+ * some), PIPE_EOF or PIPE_ERROR. */
+#define PIPE_EOF   (-1L)
+#define PIPE_ERROR (-2L)
+void pipe_init(struct pipe *p, size_t cap);
+/* Payload bytes of data frames through p (body bytes if undecodable). */
+uint64_t pipe_payload(const struct pipe *p);
+void pipe_free(struct relay *rl, struct pipe *p);
+void pipe_write(struct relay_req *rq, struct pipe *p, const char *data, size_t *size);
+void pipe_write_end(struct pipe *p);
+long pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max);
+
+#endif
