@@ -25,6 +25,7 @@
 
 #include <sodium.h>
 
+#include "errbuf.h"
 #include "auth.h"
 
 #define AUTH_PREFIX          "postern-v1\n"
@@ -33,7 +34,6 @@
 #define AUTH_SIG_TEXT_LEN    88   /* base64 of 64 bytes, padded */
 #define AUTH_TS_DIGITS_MAX   18   /* fits int64 with room to add max_skew */
 #define AUTH_TAG_BYTES       crypto_shorthash_siphashx24_BYTES
-#define AUTH_QUOTE_MAX       32
 #define AUTH_MESSAGE_MAX     (sizeof(AUTH_PREFIX) + AUTH_METHOD_MAX + \
                               AUTH_PATH_MAX + AUTH_TS_TEXT_MAX + \
                               AUTH_NONCE_TEXT_MAX + 4)
@@ -60,32 +60,6 @@ struct auth_verifier {
 	uint8_t            v_hkey[crypto_shorthash_siphashx24_KEYBYTES];
 };
 
-static void
-auth_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-/* Header values come from anyone: echo them short and printable. */
-static void
-auth_quote(const char *s, char out[AUTH_QUOTE_MAX + 4])
-{
-	size_t i;
-
-	for (i = 0; i < AUTH_QUOTE_MAX && s[i] != '\0'; i++)
-		out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	if (s[i] != '\0')
-		memcpy(out + i, "...", 4);
-	else
-		out[i] = '\0';
-}
-
 /* Fields are joined with '\n', so none may contain one (or any other
  * control byte): then every (method, path) has exactly one message. */
 static int
@@ -105,12 +79,12 @@ static int
 auth_request_ok(const char *method, const char *path, char *err, size_t errlen)
 {
 	if (!auth_token_ok(method, AUTH_METHOD_MAX, 0)) {
-		auth_err(err, errlen, "request method must be 1 to %d printable "
+		errbuf_set(err, errlen, "request method must be 1 to %d printable "
 		    "characters", AUTH_METHOD_MAX);
 		return 0;
 	}
 	if (!auth_token_ok(path, AUTH_PATH_MAX, 1)) {
-		auth_err(err, errlen, "request path must start with '/' and be "
+		errbuf_set(err, errlen, "request path must start with '/' and be "
 		    "at most %d printable characters without spaces",
 		    AUTH_PATH_MAX);
 		return 0;
@@ -146,11 +120,11 @@ auth_sign(const struct key *k, const char *method, const char *path,
 	if (!auth_request_ok(method, path, err, errlen))
 		return -1;
 	if (now < 0) {
-		auth_err(err, errlen, "the system clock is before 1970: set it");
+		errbuf_set(err, errlen, "the system clock is before 1970: set it");
 		return -1;
 	}
 	if (sodium_init() < 0) {
-		auth_err(err, errlen, "cannot initialise libsodium");
+		errbuf_set(err, errlen, "cannot initialise libsodium");
 		return -1;
 	}
 	key_public_text(k->k_pub, out->ah_key);
@@ -383,7 +357,7 @@ auth_verify(struct auth_verifier *v, const char *method, const char *path,
 {
 	uint8_t pk[KEY_PUBLIC_BYTES], nb[AUTH_NONCE_BYTES];
 	uint8_t sig[crypto_sign_BYTES];
-	char msg[AUTH_MESSAGE_MAX], q[AUTH_QUOTE_MAX + 4];
+	char msg[AUTH_MESSAGE_MAX], q[ERRBUF_QUOTE_MAX + 4];
 	char keytext[KEY_PUBLIC_TEXT_MAX], kerr[256];
 	const char *name = NULL;
 	int64_t ts, t_now, diff;
@@ -408,27 +382,27 @@ auth_verify(struct auth_verifier *v, const char *method, const char *path,
 	else if (signature == NULL || signature[0] == '\0')
 		name = AUTH_H_SIGNATURE;
 	if (name != NULL) {
-		auth_err(err, errlen, "request has no %s header: every call "
+		errbuf_set(err, errlen, "request has no %s header: every call "
 		    "must be signed (see docs/keys.md)", name);
 		return AUTH_MISSING;
 	}
 
 	if (key_public_parse(key, pk, kerr, sizeof(kerr)) == -1) {
-		auth_err(err, errlen, "%s: %s", AUTH_H_KEY, kerr);
+		errbuf_set(err, errlen, "%s: %s", AUTH_H_KEY, kerr);
 		return AUTH_MALFORMED;
 	}
 	if (pub != NULL)
 		memcpy(pub, pk, KEY_PUBLIC_BYTES);
 
 	if (auth_parse_ts(timestamp, &ts) == -1) {
-		auth_quote(timestamp, q);
-		auth_err(err, errlen, "%s '%s' is not unix seconds in decimal "
+		errbuf_quote(timestamp, strnlen(timestamp, ERRBUF_QUOTE_MAX + 1), q);
+		errbuf_set(err, errlen, "%s '%s' is not unix seconds in decimal "
 		    "digits", AUTH_H_TIMESTAMP, q);
 		return AUTH_MALFORMED;
 	}
 	diff = ts - t_now;
 	if (diff > (int64_t)v->v_skew || -diff > (int64_t)v->v_skew) {
-		auth_err(err, errlen, "timestamp %lld is %lld s %s the relay's "
+		errbuf_set(err, errlen, "timestamp %lld is %lld s %s the relay's "
 		    "clock (allowed \xc2\xb1%u s): check the clock of the "
 		    "calling machine", (long long)ts,
 		    (long long)(diff < 0 ? -diff : diff),
@@ -439,7 +413,7 @@ auth_verify(struct auth_verifier *v, const char *method, const char *path,
 	 * although its nonce was already forgotten: refuse it, or it could
 	 * be replayed. */
 	if (ts + (int64_t)v->v_skew <= v->v_swept) {
-		auth_err(err, errlen, "timestamp %lld is more than %u s before "
+		errbuf_set(err, errlen, "timestamp %lld is more than %u s before "
 		    "the latest time the relay has seen (its clock stepped "
 		    "back %lld s): check the clocks of the relay and of the "
 		    "calling machine", (long long)ts, v->v_skew,
@@ -451,8 +425,8 @@ auth_verify(struct auth_verifier *v, const char *method, const char *path,
 	if (len != AUTH_NONCE_TEXT_LEN ||
 	    sodium_base642bin(nb, sizeof(nb), nonce, len, NULL, &n, NULL,
 	    sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 || n != sizeof(nb)) {
-		auth_quote(nonce, q);
-		auth_err(err, errlen, "%s '%s' is not 22 characters of URL-safe "
+		errbuf_quote(nonce, strnlen(nonce, ERRBUF_QUOTE_MAX + 1), q);
+		errbuf_set(err, errlen, "%s '%s' is not 22 characters of URL-safe "
 		    "base64 without padding (16 random bytes)", AUTH_H_NONCE, q);
 		return AUTH_MALFORMED;
 	}
@@ -461,20 +435,20 @@ auth_verify(struct auth_verifier *v, const char *method, const char *path,
 	if (len != AUTH_SIG_TEXT_LEN ||
 	    sodium_base642bin(sig, sizeof(sig), signature, len, NULL, &n, NULL,
 	    sodium_base64_VARIANT_ORIGINAL) != 0 || n != sizeof(sig)) {
-		auth_err(err, errlen, "%s is not the 88-character base64 of a "
+		errbuf_set(err, errlen, "%s is not the 88-character base64 of a "
 		    "64-byte Ed25519 signature (%zu characters)",
 		    AUTH_H_SIGNATURE, len);
 		return AUTH_MALFORMED;
 	}
 
 	if (!auth_request_ok(method, path, kerr, sizeof(kerr))) {
-		auth_err(err, errlen, "%s: postern signs no such request", kerr);
+		errbuf_set(err, errlen, "%s: postern signs no such request", kerr);
 		return AUTH_MALFORMED;
 	}
 
 	if (v->v_known != NULL && !v->v_known(v->v_known_arg, pk)) {
 		key_public_text(pk, keytext);
-		auth_err(err, errlen, "key %s is not in the relay's config: "
+		errbuf_set(err, errlen, "key %s is not in the relay's config: "
 		    "ask the relay's operator to add it", keytext);
 		return AUTH_UNKNOWN_KEY;
 	}
@@ -483,7 +457,7 @@ auth_verify(struct auth_verifier *v, const char *method, const char *path,
 	if (crypto_sign_verify_detached(sig, (const uint8_t *)msg, len,
 	    pk) != 0) {
 		key_public_text(pk, keytext);
-		auth_err(err, errlen, "signature does not verify for key %s: "
+		errbuf_set(err, errlen, "signature does not verify for key %s: "
 		    "the request was altered or signed with another key",
 		    keytext);
 		return AUTH_BAD_SIGNATURE;
@@ -492,11 +466,11 @@ auth_verify(struct auth_verifier *v, const char *method, const char *path,
 	r = auth_remember(v, pk, nb, ts);
 	if (r == AUTH_REPLAY) {
 		key_public_text(pk, keytext);
-		auth_err(err, errlen, "nonce %s was already used by key %s: "
+		errbuf_set(err, errlen, "nonce %s was already used by key %s: "
 		    "the request was replayed (every request needs a fresh "
 		    "nonce and signature)", nonce, keytext);
 	} else if (r == AUTH_BUSY)
-		auth_err(err, errlen, "the relay's nonce store is full (%zu "
+		errbuf_set(err, errlen, "the relay's nonce store is full (%zu "
 		    "requests signed within \xc2\xb1%u s): retry in a few "
 		    "seconds; the operator can raise the limit", v->v_max,
 		    v->v_skew);

@@ -10,47 +10,19 @@
 
 #include <sodium.h>
 
+#include "errbuf.h"
 #include "key.h"
 
 #define KEY_PUBLIC_PREFIX   "ed25519:"
 #define KEY_SECRET_PREFIX   "ed25519-secret:"
 #define KEY_PUBLIC_B64_LEN  44   /* 32 bytes, standard base64, padded */
 #define KEY_SECRET_B64_LEN  88   /* 64 bytes */
-#define KEY_QUOTE_MAX       48   /* how much of a bad input a message echoes */
-
-static void
-key_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-/* Untrusted text (a header, a config value) goes into messages that end
- * up in logs and JSON bodies: keep it short and printable. */
-static void
-key_quote(const char *s, size_t len, char out[KEY_QUOTE_MAX + 4])
-{
-	size_t i, n;
-
-	n = len < KEY_QUOTE_MAX ? len : KEY_QUOTE_MAX;
-	for (i = 0; i < n; i++)
-		out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	if (len > n)
-		memcpy(out + n, "...", 4);
-	else
-		out[n] = '\0';
-}
 
 int
 key_generate(struct key *k, char *err, size_t errlen)
 {
 	if (sodium_init() < 0) {
-		key_err(err, errlen, "cannot initialise libsodium: no random source?");
+		errbuf_set(err, errlen, "cannot initialise libsodium: no random source?");
 		return -1;
 	}
 	crypto_sign_keypair(k->k_pub, k->k_sec);
@@ -78,17 +50,17 @@ key_public_parse(const char *text, uint8_t pub[KEY_PUBLIC_BYTES], char *err,
     size_t errlen)
 {
 	size_t plen = sizeof(KEY_PUBLIC_PREFIX) - 1, len, n;
-	char q[KEY_QUOTE_MAX + 4];
+	char q[ERRBUF_QUOTE_MAX + 4];
 
 	if (text == NULL || text[0] == '\0') {
-		key_err(err, errlen, "public key is empty: expected "
+		errbuf_set(err, errlen, "public key is empty: expected "
 		    "'ed25519:' and 44 base64 characters, as postern-keygen prints");
 		return -1;
 	}
 	len = strlen(text);
-	key_quote(text, len, q);
+	errbuf_quote(text, len, q);
 	if (len < plen || memcmp(text, KEY_PUBLIC_PREFIX, plen) != 0) {
-		key_err(err, errlen, "public key '%s' does not start with "
+		errbuf_set(err, errlen, "public key '%s' does not start with "
 		    "'ed25519:': copy the whole line postern-keygen prints", q);
 		return -1;
 	}
@@ -96,7 +68,7 @@ key_public_parse(const char *text, uint8_t pub[KEY_PUBLIC_BYTES], char *err,
 	    sodium_base642bin(pub, KEY_PUBLIC_BYTES, text + plen, len - plen,
 	    NULL, &n, NULL, sodium_base64_VARIANT_ORIGINAL) != 0 ||
 	    n != KEY_PUBLIC_BYTES) {
-		key_err(err, errlen, "public key '%s' is not 'ed25519:' and the "
+		errbuf_set(err, errlen, "public key '%s' is not 'ed25519:' and the "
 		    "44-character base64 of 32 bytes (%zu characters follow the "
 		    "prefix): copy the whole line postern-keygen prints", q,
 		    len - plen);
@@ -116,13 +88,13 @@ key_check_secret(struct key *k, const char *name, char *err, size_t errlen)
 	int result = -1;
 
 	if (sodium_init() < 0) {
-		key_err(err, errlen, "cannot initialise libsodium");
+		errbuf_set(err, errlen, "cannot initialise libsodium");
 		return -1;
 	}
 	crypto_sign_ed25519_sk_to_seed(seed, k->k_sec);
 	crypto_sign_seed_keypair(pk, sk, seed);
 	if (sodium_memcmp(sk, k->k_sec, KEY_SECRET_BYTES) != 0) {
-		key_err(err, errlen, "key file %s is corrupt: its public half "
+		errbuf_set(err, errlen, "key file %s is corrupt: its public half "
 		    "does not match its secret seed; make a new key with "
 		    "postern-keygen", name);
 		goto out;
@@ -148,7 +120,7 @@ key_parse(struct key *k, const char *text, size_t len, const char *name,
 
 	sodium_memzero(k, sizeof(*k));
 	if (len > KEY_FILE_MAX) {
-		key_err(err, errlen, "key file %s is larger than %d bytes: it "
+		errbuf_set(err, errlen, "key file %s is larger than %d bytes: it "
 		    "is not a postern key file", name, KEY_FILE_MAX);
 		return -1;
 	}
@@ -165,7 +137,7 @@ key_parse(struct key *k, const char *text, size_t len, const char *name,
 			continue;
 		if (llen >= slen && memcmp(line, KEY_SECRET_PREFIX, slen) == 0) {
 			if (found) {
-				key_err(err, errlen, "key file %s, line %u: a "
+				errbuf_set(err, errlen, "key file %s, line %u: a "
 				    "second secret key; a key file holds one",
 				    name, lineno);
 				goto fail;
@@ -175,7 +147,7 @@ key_parse(struct key *k, const char *text, size_t len, const char *name,
 			    line + slen, llen - slen, NULL, &n, NULL,
 			    sodium_base64_VARIANT_ORIGINAL) != 0 ||
 			    n != KEY_SECRET_BYTES) {
-				key_err(err, errlen, "key file %s, line %u: the "
+				errbuf_set(err, errlen, "key file %s, line %u: the "
 				    "secret key is not the 88-character base64 "
 				    "of 64 bytes (%zu characters); the file is "
 				    "damaged: make a new key with postern-keygen",
@@ -186,19 +158,19 @@ key_parse(struct key *k, const char *text, size_t len, const char *name,
 			continue;
 		}
 		if (llen >= plen && memcmp(line, KEY_PUBLIC_PREFIX, plen) == 0) {
-			key_err(err, errlen, "key file %s, line %u: this is a "
+			errbuf_set(err, errlen, "key file %s, line %u: this is a "
 			    "public key; a key file holds the "
 			    "'ed25519-secret:' line postern-keygen writes",
 			    name, lineno);
 			goto fail;
 		}
-		key_err(err, errlen, "key file %s, line %u: expected "
+		errbuf_set(err, errlen, "key file %s, line %u: expected "
 		    "'ed25519-secret:' and base64 (or a '#' comment); is this "
 		    "a postern key file?", name, lineno);
 		goto fail;
 	}
 	if (!found) {
-		key_err(err, errlen, "key file %s has no 'ed25519-secret:' "
+		errbuf_set(err, errlen, "key file %s has no 'ed25519-secret:' "
 		    "line: make a key with postern-keygen -o %s", name, name);
 		goto fail;
 	}
@@ -223,22 +195,22 @@ key_load(struct key *k, const char *path, char *err, size_t errlen)
 	/* O_NONBLOCK: opening a FIFO must not wait for a writer. */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd == -1) {
-		key_err(err, errlen, "cannot open key file %s: %s%s", path,
+		errbuf_set(err, errlen, "cannot open key file %s: %s%s", path,
 		    strerror(errno), errno == ENOENT ?
 		    " (make one with postern-keygen -o FILE)" : "");
 		return -1;
 	}
 	if (fstat(fd, &st) == -1) {
-		key_err(err, errlen, "cannot stat key file %s: %s", path,
+		errbuf_set(err, errlen, "cannot stat key file %s: %s", path,
 		    strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		key_err(err, errlen, "key file %s is not a regular file", path);
+		errbuf_set(err, errlen, "key file %s is not a regular file", path);
 		goto out;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		key_err(err, errlen, "key file %s has mode %04o: group or others "
+		errbuf_set(err, errlen, "key file %s has mode %04o: group or others "
 		    "may use it, so it is refused; run: chmod 600 %s (and make "
 		    "a new key if others may have read it)", path,
 		    (unsigned)(st.st_mode & 07777), path);
@@ -250,7 +222,7 @@ key_load(struct key *k, const char *path, char *err, size_t errlen)
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r == -1) {
-			key_err(err, errlen, "cannot read key file %s: %s", path,
+			errbuf_set(err, errlen, "cannot read key file %s: %s", path,
 			    strerror(errno));
 			goto out;
 		}
@@ -282,7 +254,7 @@ key_save(const struct key *k, const char *path, char *err, size_t errlen)
 	    "public %s\n" KEY_SECRET_PREFIX "%s\n", pub, sec);
 	sodium_memzero(sec, sizeof(sec));
 	if (n < 0 || (size_t)n >= sizeof(text)) {
-		key_err(err, errlen, "internal error formatting key file %s",
+		errbuf_set(err, errlen, "internal error formatting key file %s",
 		    path);
 		goto wipe;
 	}
@@ -292,17 +264,17 @@ key_save(const struct key *k, const char *path, char *err, size_t errlen)
 	    0600);
 	if (fd == -1) {
 		if (errno == EEXIST)
-			key_err(err, errlen, "key file %s already exists: "
+			errbuf_set(err, errlen, "key file %s already exists: "
 			    "refusing to overwrite it (move it away first, or "
 			    "choose another name)", path);
 		else
-			key_err(err, errlen, "cannot create key file %s: %s",
+			errbuf_set(err, errlen, "cannot create key file %s: %s",
 			    path, strerror(errno));
 		goto wipe;
 	}
 	/* The umask can only remove bits; make the mode exactly 0600. */
 	if (fchmod(fd, 0600) == -1) {
-		key_err(err, errlen, "cannot set mode 0600 on key file %s: %s",
+		errbuf_set(err, errlen, "cannot set mode 0600 on key file %s: %s",
 		    path, strerror(errno));
 		goto fail;
 	}
@@ -311,20 +283,20 @@ key_save(const struct key *k, const char *path, char *err, size_t errlen)
 		if (w == -1 && errno == EINTR)
 			continue;
 		if (w == -1) {
-			key_err(err, errlen, "cannot write key file %s: %s",
+			errbuf_set(err, errlen, "cannot write key file %s: %s",
 			    path, strerror(errno));
 			goto fail;
 		}
 		off += w;
 	}
 	if (fsync(fd) == -1) {
-		key_err(err, errlen, "cannot write key file %s: %s", path,
+		errbuf_set(err, errlen, "cannot write key file %s: %s", path,
 		    strerror(errno));
 		goto fail;
 	}
 	if (close(fd) == -1) {
 		fd = -1;
-		key_err(err, errlen, "cannot write key file %s: %s", path,
+		errbuf_set(err, errlen, "cannot write key file %s: %s", path,
 		    strerror(errno));
 		goto fail;
 	}

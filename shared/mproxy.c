@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errbuf.h"
 #include "mproxy.h"
 
 /* Header fields the decoder names; a header may carry more (ignored). */
@@ -32,22 +33,6 @@
  * has been handed out, so a single big frame does not pin memory for the
  * life of a stream. */
 #define DECODER_KEEP_BUF   (64u * 1024u)
-
-static void
-err_set(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-err_set(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- encoder ---------------------------------------------------------- */
 
@@ -128,13 +113,13 @@ field_check(const char *field, const char *s, char *err, size_t errlen)
 	p = (const unsigned char *)s;
 	for (i = 0; p[i] != '\0'; i++) {
 		if (p[i] == ',') {
-			err_set(err, errlen, "%s: '%.40s' has a comma at position "
+			errbuf_set(err, errlen, "%s: '%.40s' has a comma at position "
 			    "%zu; commas separate M-PROXY header fields",
 			    field, s, i);
 			return -1;
 		}
 		if (p[i] < 0x20 || p[i] > 0x7e) {
-			err_set(err, errlen, "%s: byte 0x%02x at position %zu "
+			errbuf_set(err, errlen, "%s: byte 0x%02x at position %zu "
 			    "is not printable ASCII; M-PROXY header fields "
 			    "are printable ASCII", field, p[i], i);
 			return -1;
@@ -161,7 +146,7 @@ mproxy_pack_header(const struct mproxy_meta *m, const char *service,
 	int control, connection;
 
 	if (out == NULL) {
-		err_set(err, errlen, "no output buffer");
+		errbuf_set(err, errlen, "no output buffer");
 		return -1;
 	}
 	if (m == NULL)
@@ -189,13 +174,13 @@ mproxy_pack_header(const struct mproxy_meta *m, const char *service,
 	    field_check("name", m->name, err, errlen) == -1)
 		return -1;
 	if (m->port != MPROXY_ABSENT && (m->port < 0 || m->port > 65535)) {
-		err_set(err, errlen, "port: %ld is out of range (0..65535, "
+		errbuf_set(err, errlen, "port: %ld is out of range (0..65535, "
 		    "or absent)", m->port);
 		return -1;
 	}
 	if (m->serviceport != MPROXY_ABSENT &&
 	    (m->serviceport < 0 || m->serviceport > 65535)) {
-		err_set(err, errlen, "serviceport: %ld is out of range "
+		errbuf_set(err, errlen, "serviceport: %ld is out of range "
 		    "(1..65535, or 0/absent for none)", m->serviceport);
 		return -1;
 	}
@@ -227,12 +212,12 @@ mproxy_pack_header(const struct mproxy_meta *m, const char *service,
 done:
 	if (h.h_len > MPROXY_HEADER_MAX) {
 		if (h.h_big != NULL)
-			err_set(err, errlen, "header: %zu bytes, over the "
+			errbuf_set(err, errlen, "header: %zu bytes, over the "
 			    "%d-byte limit of M-PROXY v1 (%s is %zu bytes; "
 			    "shorten it)", h.h_len, MPROXY_HEADER_MAX,
 			    h.h_big, h.h_biglen);
 		else
-			err_set(err, errlen, "header: %zu bytes, over the "
+			errbuf_set(err, errlen, "header: %zu bytes, over the "
 			    "%d-byte limit of M-PROXY v1", h.h_len,
 			    MPROXY_HEADER_MAX);
 		return -1;
@@ -251,7 +236,7 @@ mproxy_pack(const struct mproxy_meta *m, const char *service,
 	int hl;
 
 	if (data == NULL && len != 0) {
-		err_set(err, errlen, "data: NULL with a length of %zu", len);
+		errbuf_set(err, errlen, "data: NULL with a length of %zu", len);
 		return -1;
 	}
 	/* pack() replaces an empty payload with one space. */
@@ -264,7 +249,7 @@ mproxy_pack(const struct mproxy_meta *m, const char *service,
 		return -1;
 	if (len > (size_t)LONG_MAX - MPROXY_FRAME_HEAD_MAX ||
 	    outcap < (size_t)hl || outcap - (size_t)hl < len) {
-		err_set(err, errlen, "output buffer: %zu bytes, the frame "
+		errbuf_set(err, errlen, "output buffer: %zu bytes, the frame "
 		    "needs %d + %zu", outcap, hl, len);
 		return -1;
 	}
