@@ -12,7 +12,7 @@ Settings (environment):
   BENCH_AGG_BYTES bytes per aggregate run (default 1 GiB)
   BENCH_RTT       round trips per RTT run (default 5000)
   BENCH_CONNECTS  new tunnels per connect run (default 500)
-  BENCH_IDLE      idle tunnel counts for RSS (default "1 100 1000")
+  BENCH_IDLE      idle tunnel counts for RSS (default "1 100 1000 2000")
   BENCH_SKIP_HTTPTUNNEL=1 to leave GNU httptunnel out
 """
 import csv
@@ -37,7 +37,7 @@ BYTES = int(os.environ.get("BENCH_BYTES", str(1 << 30)))
 AGG_BYTES = int(os.environ.get("BENCH_AGG_BYTES", str(1 << 30)))
 RTT_COUNT = int(os.environ.get("BENCH_RTT", "5000"))
 CONNECTS = int(os.environ.get("BENCH_CONNECTS", "500"))
-IDLE_COUNTS = [int(x) for x in os.environ.get("BENCH_IDLE", "1 100 1000").split()]
+IDLE_COUNTS = [int(x) for x in os.environ.get("BENCH_IDLE", "1 100 1000 2000").split()]
 RUN_TIMEOUT = 300  # seconds: any single measurement that takes longer failed
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -167,9 +167,9 @@ allow = bench/*
     relay_addr = wait_log(relay, r"listening on (http://[0-9.]+:\d+)").group(1)
     server = start([os.path.join(BIN, "postern-server"), "--relay", relay_addr, "--name", "bench",
                     "--key", os.path.join(tmp, "server.key"),
-                    "--expose", f"b=tcp://127.0.0.1:{target_port}"], "server", tmp)
+                    "--expose", f"b=tcp://127.0.0.1:{target_port}", "--max-tunnels", "4096"], "server", tmp)
     client = start([os.path.join(BIN, "postern-client"), "--relay", relay_addr,
-                    "--key", os.path.join(tmp, "client.key"), "-L", "0:bench/b"], "client", tmp)
+                    "--key", os.path.join(tmp, "client.key"), "-L", "0:bench/b", "--max-tunnels", "4096"], "client", tmp)
     m = wait_log(client, r"listening on ([0-9.]+):(\d+)")
     time.sleep(0.5)  # let the server-proxy post its listens
     return Path("postern", f"{m.group(1)}:{m.group(2)}",
@@ -317,6 +317,7 @@ def write_results(paths, results):
         lines.append(f"| {metric} | " + " | ".join(cells) + f" | {ratio} |")
         rows.append([metric] + [("" if results.get((pn, metric)) is None else results[(pn, metric)][0])
                                 for pn in paths])
+    lines += ["", "Targets (issue 4), from this run:", ""] + targets(results)
     if results.get("notes"):
         lines += ["", "Notes:"] + [f"- {n}" for n in sorted(results["notes"])]
     md = "\n".join(lines) + "\n"
@@ -330,6 +331,38 @@ def write_results(paths, results):
             w.writerows(rows)
     chart(outdir, results)
     print(md)
+
+
+def targets(results):
+    """The issue's targets, checked against this run's medians."""
+    def get(path, metric):
+        v = results.get((path, metric))
+        return v[0] if v else None
+
+    out = []
+
+    def check(name, ok, detail):
+        out.append(f"- {name}: {'met' if ok else 'NOT met'} ({detail})")
+
+    for d in ("up", "down"):
+        p, dr, h = (get("postern", f"1 stream {d} MB/s"), get("direct", f"1 stream {d} MB/s"),
+                    get("httptunnel", f"1 stream {d} MB/s"))
+        if p and dr:
+            extra = f", {p / h:.1f}x GNU httptunnel" if h else ""
+            check(f"one stream {d} >= 0.35x direct", p >= 0.35 * dr, f"{p / dr:.2f}x{extra}")
+    p, dr = get("postern", "RTT p50 us"), get("direct", "RTT p50 us")
+    if p and dr:
+        check("RTT p50 <= direct + 100 us", p <= dr + 100, f"direct + {p - dr:.0f} us")
+    p = get("postern", "connect p50 us")
+    if p:
+        check("connect-to-first-byte p50 <= 1 ms", p <= 1000, f"{p:.0f} us")
+    per = get("postern", "RSS KiB per tunnel relay")
+    if per is not None:
+        check("relay RSS <= 64 KiB per tunnel", per <= 64, f"{per:.1f} KiB")
+    idle = [v[0] for (pn, m), v in results.items() if pn == "postern" and m.startswith("idle CPU")]
+    if idle:
+        check("idle tunnels cost no CPU", max(idle) <= 0.02, f"max {max(idle):.2f} s over 5 s")
+    return out
 
 
 def chart(outdir, results):
