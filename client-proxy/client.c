@@ -83,7 +83,7 @@ client_tunnel_closed(struct tunnel *t, const char *reason, void *arg)
 }
 
 static const struct tunnel_cbs client_tunnel_cbs = {
-	client_tunnel_open, client_tunnel_closed
+	client_tunnel_open, client_tunnel_closed, NULL
 };
 
 static void
@@ -241,12 +241,17 @@ client_new(struct loop *l, const struct client_options *co,
 	    errlen);
 	if (c->c_curl == NULL)
 		goto fail;
+	curlloop_set_connect_timeout(c->c_curl, ps->ps_relay_timeout_ms);
 	c->c_env.te_loop = l;
 	c->c_env.te_curl = c->c_curl;
 	c->c_env.te_relay = &c->c_relay;
 	c->c_env.te_frame_max = ps->ps_frame_max;
 	c->c_env.te_buffer = ps->ps_buffer;
 	c->c_env.te_keepalive_ms = ps->ps_keepalive_ms;
+	if ((c->c_env.te_batch = tunnel_batch_new()) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	c->c_env.te_max_data = 0;
 	if ((c->c_li = calloc(co->co_nfwd, sizeof(*c->c_li))) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -291,6 +296,7 @@ client_free(struct client *c)
 		return;
 	client_shutdown(c);
 	curlloop_free(c->c_curl);
+	tunnel_batch_free(c->c_env.te_batch);
 	free(c->c_li);
 	free(c);
 }

@@ -264,6 +264,8 @@ config_relay_set(struct config_parse *cp, const char *name, const char *value)
 		return 0;
 	}
 	cp->cp_relay_lines[i] = cp->cp_line;
+	if (st->st_offset == CF(cf_max_connections))
+		cf->cf_max_connections_set = 1;
 
 	switch (st->st_type) {
 	case SET_ADDRESS:

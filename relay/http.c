@@ -24,11 +24,12 @@
 #include "log.h"
 #include "relay.h"
 
-/* libmicrohttpd 0.9.75 allocates this much with every callback response
+/* libmicrohttpd 0.9.75 callocs this much with every callback response
  * but fills chunked bodies straight into the connection's own buffer
- * (sized by connection_memory), so a big block only costs memory: 64 KiB
- * blocks measured the same throughput and 85 kB more per idle tunnel. */
-#define HTTP_STREAM_BLOCK   (4 * 1024)
+ * (sized by connection_memory); the block is only read from for HTTP/1.0
+ * peers (no chunking), which the proxies and nginx never are.  So it is
+ * kept small: 4 KiB blocks cost 8 KiB more per idle tunnel for nothing. */
+#define HTTP_STREAM_BLOCK   512
 
 static void http_answer(struct relay_req *rq, int status, const char *code,
                         const char *msg);
@@ -229,6 +230,8 @@ void
 http_reply(struct relay_req *rq, int status, const char *code, const char *fmt, ...)
 {
 	struct relay *rl = rq->rq_relay;
+	char msg[RELAY_ERR_MAX];
+	size_t clen, mlen;
 	va_list ap;
 
 	if (rq->rq_answered || rq->rq_abort)
@@ -242,20 +245,112 @@ http_reply(struct relay_req *rq, int status, const char *code, const char *fmt, 
 		rl->rl_npending--;
 	}
 	rq->rq_waiting = 0;
-	rq->rq_status = status;
-	snprintf(rq->rq_code, sizeof(rq->rq_code), "%s", code ? code : "");
-	rq->rq_msg[0] = '\0';
+	if (code == NULL)
+		code = "";
+	msg[0] = '\0';
 	if (fmt != NULL) {
 		va_start(ap, fmt);
-		vsnprintf(rq->rq_msg, sizeof(rq->rq_msg), fmt, ap);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
 		va_end(ap);
 	}
 	if (rq->rq_in_handler) {
-		http_answer(rq, rq->rq_status, rq->rq_code, rq->rq_msg);
+		http_answer(rq, status, code, msg);
 		return;
 	}
+	free(rq->rq_text);
+	rq->rq_text = NULL;
+	clen = strlen(code);
+	mlen = strlen(msg);
+	if ((clen > 0 || mlen > 0) &&
+	    (rq->rq_text = malloc(clen + 1 + mlen + 1)) == NULL) {
+		log_warn("out of memory for the %d answer to %s", status, rq->rq_peer);
+		http_abort(rq);
+		return;
+	}
+	if (rq->rq_text != NULL) {
+		memcpy(rq->rq_text, code, clen + 1);
+		memcpy(rq->rq_text + clen + 1, msg, mlen + 1);
+	}
+	rq->rq_status = status;
 	rq->rq_pending = 1;
 	http_resume(rq);
+}
+
+/* ---- connection timers -------------------------------------------------- */
+
+static void
+http_conn_timeout(struct loop *l, void *arg)
+{
+	struct relay_conn *rc = arg;
+
+	(void)l;
+	/* libmicrohttpd sees the shutdown as the peer leaving, closes the
+	 * connection and ends any request on it. */
+	log_debug("closing a connection idle or slow for idle_timeout (%llu ms)",
+	    (unsigned long long)rc->rc_shard->sh_relay->rl_cf->cf_idle_timeout_ms);
+	shutdown(rc->rc_fd, SHUT_RDWR);
+}
+
+static void
+http_conn_time(struct relay_conn *rc)
+{
+	struct relay *rl;
+
+	if (rc != NULL) {
+		rl = rc->rc_shard->sh_relay;
+		loop_timer_start(rl->rl_loop, &rc->rc_timer, rl->rl_cf->cf_idle_timeout_ms);
+	}
+}
+
+static void
+http_conn_untime(struct relay_conn *rc)
+{
+	if (rc != NULL)
+		loop_timer_stop(rc->rc_shard->sh_relay->rl_loop, &rc->rc_timer);
+}
+
+/* Every connection, from MHD_add_connection() until libmicrohttpd closes
+ * it: counted (max_connections) and timed. */
+static void
+http_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                 enum MHD_ConnectionNotificationCode toe)
+{
+	struct relay_shard *sh = cls;
+	struct relay *rl = sh->sh_relay;
+	const union MHD_ConnectionInfo *ci;
+	struct relay_conn *rc = *socket_context;
+	int fd = -1;
+
+	if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		if (rc != NULL) {
+			http_conn_untime(rc);
+			free(rc);
+			*socket_context = NULL;
+		}
+		sh->sh_conns--;
+		rl->rl_conns--;
+		relay_conn_closed(rl);
+		return;
+	}
+	if (toe != MHD_CONNECTION_NOTIFY_STARTED)
+		return;
+	sh->sh_conns++;
+	rl->rl_conns++;
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci != NULL)
+		fd = ci->connect_fd;
+	if ((rc = calloc(1, sizeof(*rc))) == NULL) {
+		/* Untimed, it could sit here forever: turn it away. */
+		log_warn("out of memory for a new connection; closing it");
+		if (fd >= 0)
+			shutdown(fd, SHUT_RDWR);
+		return;
+	}
+	rc->rc_shard = sh;
+	rc->rc_fd = fd;
+	loop_timer_init(&rc->rc_timer, http_conn_timeout, rc);
+	http_conn_time(rc);
+	*socket_context = rc;
 }
 
 /* ---- suspend / resume ------------------------------------------------- */
@@ -288,6 +383,8 @@ http_suspend(struct relay_req *rq, int watch)
 		return;
 	MHD_suspend_connection(rq->rq_conn);
 	rq->rq_suspended = 1;
+	/* Parked: pairing, accept_timeout or the circuit times it now. */
+	http_conn_untime(rq->rq_rc);
 	if (watch && rq->rq_fd >= 0 &&
 	    loop_watch(rl->rl_loop, rq->rq_fd, LOOP_READ, http_peer_event, rq) == 0)
 		rq->rq_watched = 1;
@@ -306,7 +403,11 @@ http_resume(struct relay_req *rq)
 	}
 	rq->rq_suspended = 0;
 	MHD_resume_connection(rq->rq_conn);
-	relay_mhd_kick(rl);
+	relay_mhd_kick(rq->rq_shard);
+	/* Woken to answer: its connection's timer bounds the rest, unless it
+	 * carries a stream (timed by its circuit). */
+	if (rq->rq_circuit == NULL || !(ST_BIT(rq->rq_stream) & ST_FOUR))
+		http_conn_time(rq->rq_rc);
 }
 
 void
@@ -328,7 +429,7 @@ http_abort(struct relay_req *rq)
 void
 http_untimed(struct relay_req *rq)
 {
-	MHD_set_connection_option(rq->rq_conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+	http_conn_untime(rq->rq_rc);
 }
 
 /* ---- the access handler ------------------------------------------------ */
@@ -346,13 +447,9 @@ static void
 http_status(struct relay_req *rq)
 {
 	struct relay *rl = rq->rq_relay;
-	const union MHD_DaemonInfo *di;
 	char body[256];
-	unsigned conns = 0;
+	unsigned conns = rl->rl_conns;
 
-	di = MHD_get_daemon_info(rl->rl_mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-	if (di != NULL)
-		conns = di->num_connections;
 	snprintf(body, sizeof(body), "{\"tunnels\":%zu,\"pending_connects\":%zu,"
 	    "\"listens\":%zu,\"connections\":%u,\"buffered_bytes\":%llu}",
 	    rl->rl_ncircuits, rl->rl_npending, rl->rl_nlistens, conns,
@@ -466,8 +563,9 @@ http_describe(struct relay_req *rq, const char *method, const char *url)
 }
 
 static struct relay_req *
-http_req_new(struct relay *rl, struct MHD_Connection *c)
+http_req_new(struct relay_shard *sh, struct MHD_Connection *c)
 {
+	struct relay *rl = sh->sh_relay;
 	const union MHD_ConnectionInfo *ci;
 	struct relay_req *rq;
 	char host[NI_MAXHOST], serv[NI_MAXSERV];
@@ -476,6 +574,7 @@ http_req_new(struct relay *rl, struct MHD_Connection *c)
 	if ((rq = calloc(1, sizeof(*rq))) == NULL)
 		return NULL;
 	rq->rq_relay = rl;
+	rq->rq_shard = sh;
 	rq->rq_conn = c;
 	rq->rq_fd = -1;
 	rq->rq_stream = ST_NONE;
@@ -483,6 +582,9 @@ http_req_new(struct relay *rl, struct MHD_Connection *c)
 	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
 	if (ci != NULL)
 		rq->rq_fd = ci->connect_fd;
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (ci != NULL)
+		rq->rq_rc = ci->socket_context;
 	snprintf(rq->rq_peer, sizeof(rq->rq_peer), "?");
 	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci != NULL && ci->client_addr != NULL) {
@@ -502,12 +604,14 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
             const char *version, const char *upload_data, size_t *upload_data_size,
             void **con_cls)
 {
-	struct relay *rl = cls;
+	struct relay_shard *sh = cls;
+	struct relay *rl = sh->sh_relay;
 	struct relay_req *rq = *con_cls;
+	const char *text;
 
 	(void)version;
 	if (rq == NULL) {
-		if (rl->rl_stopping || (rq = http_req_new(rl, c)) == NULL)
+		if (rl->rl_stopping || (rq = http_req_new(sh, c)) == NULL)
 			return MHD_NO;
 		*con_cls = rq;
 		http_describe(rq, method, url);
@@ -531,7 +635,11 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 			calls_body(rq, upload_data, upload_data_size);
 	} else if (rq->rq_pending) {
 		rq->rq_pending = 0;
-		http_answer(rq, rq->rq_status, rq->rq_code, rq->rq_msg);
+		text = rq->rq_text != NULL ? rq->rq_text : "";
+		http_answer(rq, rq->rq_status, text,
+		    rq->rq_text != NULL ? text + strlen(text) + 1 : "");
+		free(rq->rq_text);
+		rq->rq_text = NULL;
 	} else if (!rq->rq_answered)
 		calls_final(rq);
 	rq->rq_in_handler = 0;
@@ -552,15 +660,15 @@ http_req_free(struct relay_req *rq, int clean, const char *how)
 		pairing_drop(rq);
 	if (rq->rq_counted)
 		rl->rl_npending--;
-	if (rq->rq_circuit != NULL) {
+	if (rq->rq_circuit != NULL)
 		circuit_detach(rq, clean, how);
-		/* The connection may carry another request: time it again. */
-		if (clean)
-			MHD_set_connection_option(rq->rq_conn, MHD_CONNECTION_OPTION_TIMEOUT,
-			    rl->rl_http_timeout);
-	}
+	/* Kept alive for another request: idle from now.  (Otherwise the
+	 * connection is closing and its timer goes with it.) */
+	if (clean)
+		http_conn_time(rq->rq_rc);
 	LIST_REMOVE(rq, rq_entry);
 	free(rq->rq_body);
+	free(rq->rq_text);
 	free(rq);
 }
 
@@ -612,11 +720,9 @@ http_unescape(void *cls, struct MHD_Connection *c, char *s)
 }
 
 int
-http_start(struct relay *rl, char *err, size_t errlen)
+http_auth_start(struct relay *rl, char *err, size_t errlen)
 {
 	const struct relay_config *cf = rl->rl_cf;
-	const union MHD_DaemonInfo *di;
-	unsigned timeout_s;
 
 	rl->rl_auth = auth_verifier_new((unsigned)cf->cf_clock_skew, (size_t)cf->cf_max_nonces);
 	if (rl->rl_auth == NULL) {
@@ -625,33 +731,46 @@ http_start(struct relay *rl, char *err, size_t errlen)
 		return -1;
 	}
 	auth_verifier_set_key_check(rl->rl_auth, http_key_known, (void *)(uintptr_t)cf);
+	return 0;
+}
 
-	/* HTTP connections idle between requests, or slow to send one, are
-	 * closed after idle_timeout; a circuit's streams are timed by the
-	 * circuit instead (http_untimed). */
-	timeout_s = (unsigned)((cf->cf_idle_timeout_ms + 999) / 1000);
-	rl->rl_http_timeout = timeout_s;
-	rl->rl_mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-	    MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL, http_access, rl,
+int
+http_start(struct relay_shard *sh, char *err, size_t errlen)
+{
+	struct relay *rl = sh->sh_relay;
+	const struct relay_config *cf = rl->rl_cf;
+	const union MHD_DaemonInfo *di;
+
+	/* No libmicrohttpd timeouts (0, its default): HTTP connections idle
+	 * between requests, or slow over one, are closed after idle_timeout
+	 * by their relay_conn timer; parked requests and a circuit's streams
+	 * are timed by the relay.  (A per-connection timeout would put the
+	 * connection on a list libmicrohttpd 0.9.75 walks in full on every
+	 * run.)  No listening socket: relay.c accepts. */
+	sh->sh_mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+	    MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+	    http_access, sh,
 	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, rl,
-	    MHD_OPTION_LISTEN_SOCKET, rl->rl_listen_fd,
 	    MHD_OPTION_CONNECTION_LIMIT, rl->rl_max_connections,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cf->cf_connection_memory,
-	    MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, rl,
+	    MHD_OPTION_CONNECTION_TIMEOUT, 0u,
+	    MHD_OPTION_NOTIFY_CONNECTION, http_conn_notify, sh,
+	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, sh,
 	    MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, rl,
 	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
 	    MHD_OPTION_END);
-	if (rl->rl_mhd == NULL) {
+	if (sh->sh_mhd == NULL) {
 		snprintf(err, errlen, "libmicrohttpd did not start (run with -v -v "
 		    "for its reason)");
 		return -1;
 	}
-	di = MHD_get_daemon_info(rl->rl_mhd, MHD_DAEMON_INFO_EPOLL_FD);
+	di = MHD_get_daemon_info(sh->sh_mhd, MHD_DAEMON_INFO_EPOLL_FD);
 	if (di == NULL || di->epoll_fd < 0) {
 		snprintf(err, errlen, "libmicrohttpd has no epoll descriptor");
+		MHD_stop_daemon(sh->sh_mhd);
+		sh->sh_mhd = NULL;
 		return -1;
 	}
-	rl->rl_mhd_fd = di->epoll_fd;
+	sh->sh_fd = di->epoll_fd;
 	return 0;
 }

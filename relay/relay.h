@@ -62,6 +62,7 @@ struct relay_config {
 	uint64_t cf_pipe_buffer;          /* bytes per direction per tunnel */
 	uint64_t cf_max_tunnels;
 	uint64_t cf_max_connections;
+	int      cf_max_connections_set;  /* given in relay.ini (else default) */
 	uint64_t cf_max_pending_connects; /* per server/port */
 	uint64_t cf_max_refuse_body;
 	uint64_t cf_connection_memory;
@@ -80,13 +81,13 @@ struct relay_config {
 #define CONFIG_DEFAULT_ACCEPT_TIMEOUT_MS 10000
 #define CONFIG_DEFAULT_IDLE_TIMEOUT_MS   300000
 #define CONFIG_DEFAULT_CLOCK_SKEW        300
-#define CONFIG_DEFAULT_MAX_NONCES        100000
+#define CONFIG_DEFAULT_MAX_NONCES        500000
 #define CONFIG_DEFAULT_PIPE_BUFFER       262144
 #define CONFIG_DEFAULT_MAX_TUNNELS       4096
-#define CONFIG_DEFAULT_MAX_CONNECTIONS   10000
-#define CONFIG_DEFAULT_MAX_PENDING       64
+#define CONFIG_DEFAULT_MAX_CONNECTIONS   20000
+#define CONFIG_DEFAULT_MAX_PENDING       1024
 #define CONFIG_DEFAULT_MAX_REFUSE_BODY   4096
-#define CONFIG_DEFAULT_CONNECTION_MEMORY 32768
+#define CONFIG_DEFAULT_CONNECTION_MEMORY 12288
 
 /* Both return NULL with err ("relay.ini:7: unknown key 'lsten' in
  * [relay]") on any problem; name is the file name used in messages. */
@@ -225,10 +226,42 @@ struct relay_port {
 	LIST_ENTRY(relay_port) po_entry;
 };
 
+/* The relay accepts connections itself and spreads them over this many
+ * libmicrohttpd daemons, all polled from the loop's thread.  libmicrohttpd
+ * 0.9.75 walks a daemon's whole list of suspended connections whenever one
+ * of them is resumed, and every idle tunnel holds two suspended (its empty
+ * response streams): with one daemon each byte through any tunnel cost
+ * O(open tunnels).  Spread over the shards, a walk covers 1/RELAY_SHARDS
+ * of them. */
+#define RELAY_SHARDS 32
+
+struct relay_shard {
+	struct relay      *sh_relay;
+	struct MHD_Daemon *sh_mhd;
+	int                sh_fd;        /* its epoll descriptor, on our loop */
+	unsigned           sh_conns;     /* connections it holds */
+	int                sh_kick;      /* MHD_run() due at once */
+};
+
+/* One TCP connection (libmicrohttpd's socket context).  Its timer closes
+ * the connection once it has sat idle between requests, or taken too long
+ * over one, for idle_timeout.  It is stopped while a request is parked or
+ * carries a tunnel stream: the relay times those itself.  (Per-connection
+ * timeouts in libmicrohttpd would do, but 0.9.75 walks every connection
+ * with a timeout other than the daemon's on every MHD_run(), which made
+ * each event cost O(open tunnels).) */
+struct relay_conn {
+	struct relay_shard *rc_shard;
+	int                rc_fd;
+	struct loop_timer  rc_timer;
+};
+
 /* One HTTP request (MHD's per-request con_cls). */
 struct relay_req {
 	struct relay      *rq_relay;
+	struct relay_shard *rq_shard;           /* the daemon serving it */
 	struct MHD_Connection *rq_conn;
+	struct relay_conn *rq_rc;               /* NULL: out of memory at accept */
 	int                rq_fd;
 	struct relay_route rq_route;
 	char               rq_peer[64];
@@ -251,10 +284,11 @@ struct relay_req {
 	struct relay_port *rq_port;
 	TAILQ_ENTRY(relay_req) rq_wait;
 	struct loop_timer  rq_timer;
-	/* the answer decided while suspended */
+	/* the answer decided while suspended: "CODE\0MESSAGE", allocated
+	 * only for answers that carry text (most parked answers are 200s, and
+	 * every tunnel holds four requests) */
 	int                rq_status;
-	char               rq_code[64];
-	char               rq_msg[RELAY_ERR_MAX];
+	char              *rq_text;
 	/* refuse body, and bytes of a body being discarded */
 	char              *rq_body;
 	size_t             rq_body_len;
@@ -265,24 +299,25 @@ struct relay_req {
 struct relay {
 	const struct relay_config *rl_cf;
 	struct loop       *rl_loop;
-	struct MHD_Daemon *rl_mhd;
-	int                rl_mhd_fd;
+	struct relay_shard rl_shards[RELAY_SHARDS];
+	size_t             rl_nshards;       /* started */
 	int                rl_listen_fd;
+	int                rl_accepting;     /* rl_listen_fd on the loop */
+	unsigned           rl_conns;         /* HTTP connections open */
+	struct loop_timer  rl_kick_timer;    /* runs the kicked shards */
+	struct loop_timer  rl_accept_timer;  /* accepting again after EMFILE */
 	char               rl_address[128];
 	struct auth_verifier *rl_auth;
 	struct idtable    *rl_ids;
 	LIST_HEAD(, relay_port) rl_ports;
 	LIST_HEAD(, relay_req)  rl_reqs;
 	LIST_HEAD(, circuit)     rl_circuits;
-	struct loop_timer  rl_mhd_timer;
 	size_t             rl_ncircuits;
 	size_t             rl_nlistens;      /* outstanding listens */
 	size_t             rl_npending;      /* connects not yet answered */
 	uint64_t           rl_buffered;      /* bytes in all pipes */
 	unsigned           rl_max_connections;
-	unsigned           rl_http_timeout;  /* s, for requests outside circuits */
 	int                rl_stopping;
-	int                rl_mhd_kick;      /* MHD_run() due at once */
 };
 
 /* Starts listening (the address in cf->cf_listen) and registers with the
@@ -294,13 +329,19 @@ const char *relay_address(const struct relay *rl);
 /* Ends every tunnel and request, stops libmicrohttpd, frees everything. */
 void relay_free(struct relay *rl);
 
-/* Has libmicrohttpd run again right after the current callbacks: its
- * resumes take effect only inside MHD_run(), and in external-polling mode
- * nothing wakes its epoll descriptor for them. */
-void relay_mhd_kick(struct relay *rl);
+/* Has the shard's daemon run again right after the current callbacks:
+ * its resumes take effect only inside MHD_run(), and in external-polling
+ * mode nothing wakes its epoll descriptor for them. */
+void relay_mhd_kick(struct relay_shard *sh);
+/* A connection closed: accepting may go on if it had stopped at
+ * max_connections. */
+void relay_conn_closed(struct relay *rl);
 
-/* http.c */
-int  http_start(struct relay *rl, char *err, size_t errlen);
+/* http.c: starts sh's daemon (no listening socket: relay.c accepts and
+ * hands connections over with MHD_add_connection()). */
+int  http_start(struct relay_shard *sh, char *err, size_t errlen);
+/* The nonce store and signature checks, once for all shards. */
+int  http_auth_start(struct relay *rl, char *err, size_t errlen);
 void http_suspend(struct relay_req *rq, int watch);
 void http_resume(struct relay_req *rq);
 /* Answers now when inside rq's handler, else parks the answer and
@@ -310,7 +351,7 @@ void http_reply(struct relay_req *rq, int status, const char *code,
 /* Ends rq abnormally: its handler returns MHD_NO, its reader an error. */
 void http_abort(struct relay_req *rq);
 /* Streams of a circuit are timed by the circuit (idle_timeout over both
- * directions), not one by one by libmicrohttpd. */
+ * directions), not by their connection's timer. */
 void http_untimed(struct relay_req *rq);
 int  http_queue_json(struct relay_req *rq, int status, const char *body);
 int  http_queue_stream(struct relay_req *rq, struct pipe *p);

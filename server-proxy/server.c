@@ -1,10 +1,12 @@
 /* postern-server at run time.
  *
  * For every exposed port, listens_per_port long-polls stay outstanding at
- * the relay; each is re-issued as soon as it returns.  A 200 names a new
- * connection: the target is dialed (nonblocking, connect_timeout) and the
- * connection either becomes a tunnel (accept + downstream) or is refused
- * with the dial's error. */
+ * the relay; each is re-issued as soon as it returns (one that brought a
+ * connection once that connection's accept is answered, at most
+ * SERVER_RELISTEN_MS later).  A 200 names a new connection: the target is
+ * dialed (nonblocking, connect_timeout) and the connection either becomes
+ * a tunnel (accept, then downstream) or is refused with the dial's
+ * error. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,11 @@
 
 #define SERVER_BODY_MAX     4096   /* listen and refuse answers we read */
 #define SERVER_QUICK_204_MS 500    /* a 204 sooner than this: wait a bit */
+/* A listen answered with a connection is posted again once the relay has
+ * answered that connection's accept (a listen arriving with the accept
+ * would hold up the relay's answer to the waiting client), or after this
+ * long, so that a slow target does not hold up other clients. */
+#define SERVER_RELISTEN_MS  20
 
 struct server;
 struct server_port;
@@ -36,6 +43,7 @@ struct server_poll {
 	uint64_t             lp_started;
 	uint64_t             lp_backoff_ms;
 	struct loop_timer    lp_retry;
+	int                  lp_parked;     /* waits for an accept's answer */
 };
 
 struct server_port {
@@ -50,6 +58,7 @@ struct server_port {
 struct server_dial {
 	LIST_ENTRY(server_dial) dl_link;
 	struct server_port  *dl_port;
+	struct server_poll  *dl_poll;       /* to post again, or NULL */
 	char                 dl_id[RELAYCALL_NAME_MAX + 1];
 	char                 dl_client[RELAYCALL_NAME_MAX + 1];
 	int                  dl_fd;
@@ -71,6 +80,7 @@ struct server_tunnel {
 	struct server       *st_sv;
 	struct server_port  *st_port;
 	struct tunnel       *st_t;
+	struct server_poll  *st_poll;       /* to post again, or NULL */
 	char                 st_client[RELAYCALL_NAME_MAX + 1];
 	int                  st_logged_open;
 };
@@ -113,6 +123,20 @@ server_keep_body(char *p, size_t size, size_t nmemb, char *buf, size_t *len)
 	return n;
 }
 
+static void server_poll_start(struct server_poll *p);
+
+/* The connection a listen brought has been accepted (or has failed):
+ * the listen goes out again now. */
+static void
+server_poll_unpark(struct server_poll *p)
+{
+	if (p == NULL || !p->lp_parked)
+		return;
+	p->lp_parked = 0;
+	loop_timer_stop(p->lp_port->sp_sv->sv_loop, &p->lp_retry);
+	server_poll_start(p);
+}
+
 /* ---- tunnels ---------------------------------------------------------- */
 
 static void
@@ -138,11 +162,23 @@ server_tunnel_open(struct tunnel *t, void *arg)
 }
 
 static void
+server_tunnel_accepted(struct tunnel *t, void *arg)
+{
+	struct server_tunnel *st = arg;
+
+	(void)t;
+	server_poll_unpark(st->st_poll);
+	st->st_poll = NULL;
+}
+
+static void
 server_tunnel_closed(struct tunnel *t, const char *reason, void *arg)
 {
 	struct server_tunnel *st = arg;
 	struct tunnel_stats ts;
 
+	/* Ended before the relay answered its accept. */
+	server_poll_unpark(st->st_poll);
 	server_log_open(st);
 	tunnel_stats(t, &ts);
 	/* up/down as the client sees them, so both logs of a tunnel agree:
@@ -160,7 +196,7 @@ server_tunnel_closed(struct tunnel *t, const char *reason, void *arg)
 }
 
 static const struct tunnel_cbs server_tunnel_cbs = {
-	server_tunnel_open, server_tunnel_closed
+	server_tunnel_open, server_tunnel_closed, server_tunnel_accepted
 };
 
 /* ---- dials and refusals ------------------------------------------------ */
@@ -171,6 +207,7 @@ server_dial_free(struct server_dial *d)
 	struct server *sv = d->dl_port->sp_sv;
 
 	loop_timer_stop(sv->sv_loop, &d->dl_timer);
+	server_poll_unpark(d->dl_poll);
 	if (d->dl_fd >= 0) {
 		loop_unwatch(sv->sv_loop, d->dl_fd);
 		close(d->dl_fd);
@@ -232,6 +269,8 @@ server_refuse(struct server_dial *d, const char *message, const char *code)
 		d->dl_fd = -1;
 	}
 	loop_timer_stop(sv->sv_loop, &d->dl_timer);
+	server_poll_unpark(d->dl_poll);
+	d->dl_poll = NULL;
 	log_warn("refusing id=%s %s/%s (client %s): %s", d->dl_id,
 	    sv->sv_opt->so_name, d->dl_port->sp_cfg->se_port, d->dl_client,
 	    message);
@@ -257,6 +296,7 @@ server_refuse(struct server_dial *d, const char *message, const char *code)
 	d->dl_x.cx_easy = e;
 	d->dl_x.cx_done = server_refuse_done;
 	d->dl_x.cx_arg = d;
+	d->dl_x.cx_errbuf = d->dl_errbuf;
 	if (curlloop_add(sv->sv_curl, &d->dl_x, err, sizeof(err)) == -1) {
 		log_warn("cannot refuse id=%s: %s", d->dl_id, err);
 		server_dial_free(d);
@@ -291,6 +331,8 @@ server_dial_connected(struct server_dial *d)
 	}
 	st->st_sv = sv;
 	st->st_port = d->dl_port;
+	st->st_poll = d->dl_poll;
+	d->dl_poll = NULL;
 	snprintf(st->st_client, sizeof(st->st_client), "%s", d->dl_client);
 	st->st_t = tunnel_new(&sv->sv_env, TUNNEL_SERVER, fd, sv->sv_opt->so_name,
 	    d->dl_port->sp_cfg->se_port, &server_tunnel_cbs, st, err,
@@ -306,6 +348,8 @@ server_dial_connected(struct server_dial *d)
 	sv->sv_count++;
 	if (tunnel_accept(st->st_t, d->dl_id, err, sizeof(err)) == -1)
 		tunnel_close(st->st_t, err);
+	else
+		curlloop_flush(sv->sv_curl);   /* before the next listen */
 	server_dial_free(d);
 }
 
@@ -347,7 +391,7 @@ server_dial_next(struct server_dial *d)
 {
 	struct server_port *sp = d->dl_port;
 	struct loop *l = sp->sp_sv->sv_loop;
-	int fd;
+	int fd, e;
 
 	while (d->dl_ai < sp->sp_addrs.na_count) {
 		const struct sockaddr *sa =
@@ -357,6 +401,19 @@ server_dial_next(struct server_dial *d)
 		fd = net_connect_start(sa, sp->sp_addrs.na_len[d->dl_ai]);
 		if (fd == -1) {
 			d->dl_errno = errno;
+			d->dl_ai++;
+			continue;
+		}
+		/* A target on this host has answered already: start the
+		 * tunnel now rather than after a trip through the loop. */
+		if ((e = net_connect_poll(fd)) == 0) {
+			d->dl_fd = fd;
+			server_dial_connected(d);
+			return;
+		}
+		if (e != EINPROGRESS) {
+			d->dl_errno = e;
+			close(fd);
 			d->dl_ai++;
 			continue;
 		}
@@ -373,7 +430,8 @@ server_dial_next(struct server_dial *d)
 }
 
 static void
-server_dial(struct server_port *sp, const char *id, const char *client)
+server_dial(struct server_port *sp, const char *id, const char *client,
+    struct server_poll *p)
 {
 	struct server *sv = sp->sp_sv;
 	struct server_dial *d;
@@ -381,9 +439,11 @@ server_dial(struct server_port *sp, const char *id, const char *client)
 
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
 		log_error("out of memory: dropping connection id=%s", id);
+		server_poll_unpark(p);
 		return;
 	}
 	d->dl_port = sp;
+	d->dl_poll = p;
 	d->dl_fd = -1;
 	snprintf(d->dl_id, sizeof(d->dl_id), "%s", id);
 	snprintf(d->dl_client, sizeof(d->dl_client), "%s", client);
@@ -402,8 +462,6 @@ server_dial(struct server_port *sp, const char *id, const char *client)
 }
 
 /* ---- listens ------------------------------------------------------------ */
-
-static void server_poll_start(struct server_poll *p);
 
 static void
 server_relay_ok(struct server *sv)
@@ -462,6 +520,7 @@ server_poll_answer(struct server_poll *p)
 		    "usable connection id: '%.200s'", sp->sp_sv->sv_opt->so_name,
 		    sp->sp_cfg->se_port, p->lp_len ? p->lp_body : "");
 		json_decref(j);
+		server_poll_start(p);
 		return;
 	}
 	if (json_is_string(port) &&
@@ -469,9 +528,12 @@ server_poll_answer(struct server_poll *p)
 		log_warn("relay answered listen for port %s with port %.64s; "
 		    "serving %s", sp->sp_cfg->se_port, json_string_value(port),
 		    sp->sp_cfg->se_port);
+	/* Parked before the dial, which may end (and unpark) at once. */
+	p->lp_parked = 1;
+	loop_timer_start(sp->sp_sv->sv_loop, &p->lp_retry, SERVER_RELISTEN_MS);
 	server_dial(sp, json_string_value(id),
 	    json_is_string(client) && relaycall_name_valid(
-	    json_string_value(client)) ? json_string_value(client) : "?");
+	    json_string_value(client)) ? json_string_value(client) : "?", p);
 	json_decref(j);
 }
 
@@ -515,8 +577,10 @@ server_poll_done(struct curlloop_xfer *x, CURLcode result, void *arg)
 			    sv->sv_opt->so_name, sp->sp_cfg->se_port);
 		sp->sp_problem[0] = '\0';
 		p->lp_backoff_ms = 0;
-		if (status == 200)
+		if (status == 200) {
 			server_poll_answer(p);
+			return;
+		}
 		took = loop_now_ms() - p->lp_started;
 		if (status == 204 && took < SERVER_QUICK_204_MS) {
 			/* A relay that answers at once would make us spin. */
@@ -552,18 +616,13 @@ server_poll_body(char *ptr, size_t size, size_t nmemb, void *arg)
 
 /* Connected to the relay, request about to go out: the relay is back,
  * which a long poll would otherwise tell only when it returns. */
-static int
-server_poll_prereq(void *arg, char *conn_primary_ip, char *conn_local_ip,
-    int conn_primary_port, int conn_local_port)
+static void
+server_poll_ready(struct curlloop_xfer *x, void *arg)
 {
 	struct server_poll *p = arg;
 
-	(void)conn_primary_ip;
-	(void)conn_local_ip;
-	(void)conn_primary_port;
-	(void)conn_local_port;
+	(void)x;
 	server_relay_ok(p->lp_port->sp_sv);
-	return CURL_PREREQFUNC_OK;
 }
 
 static void
@@ -593,11 +652,11 @@ server_poll_start(struct server_poll *p)
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->lp_errbuf);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, server_poll_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
-	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, server_poll_prereq);
-	curl_easy_setopt(e, CURLOPT_PREREQDATA, p);
 	p->lp_x.cx_easy = e;
 	p->lp_x.cx_done = server_poll_done;
 	p->lp_x.cx_arg = p;
+	p->lp_x.cx_ready = server_poll_ready;
+	p->lp_x.cx_errbuf = p->lp_errbuf;
 	p->lp_started = loop_now_ms();
 	if (curlloop_add(sv->sv_curl, &p->lp_x, err, sizeof(err)) == -1) {
 		log_error("listen for %s/%s: %s", sv->sv_opt->so_name,
@@ -613,14 +672,18 @@ server_poll_start(struct server_poll *p)
 static void
 server_poll_on_retry(struct loop *l, void *arg)
 {
+	struct server_poll *p = arg;
+
 	(void)l;
-	server_poll_start(arg);
+	p->lp_parked = 0;
+	server_poll_start(p);
 }
 
 static void
 server_poll_stop(struct server *sv, struct server_poll *p)
 {
 	loop_timer_stop(sv->sv_loop, &p->lp_retry);
+	p->lp_parked = 0;
 	if (p->lp_x.cx_easy != NULL) {
 		curlloop_remove(sv->sv_curl, &p->lp_x);
 		curl_easy_cleanup(p->lp_x.cx_easy);
@@ -660,12 +723,17 @@ server_new(struct loop *l, const struct server_options *so,
 	    16), err, errlen);
 	if (sv->sv_curl == NULL)
 		goto fail;
+	curlloop_set_connect_timeout(sv->sv_curl, ps->ps_relay_timeout_ms);
 	sv->sv_env.te_loop = l;
 	sv->sv_env.te_curl = sv->sv_curl;
 	sv->sv_env.te_relay = &sv->sv_relay;
 	sv->sv_env.te_frame_max = ps->ps_frame_max;
 	sv->sv_env.te_buffer = ps->ps_buffer;
 	sv->sv_env.te_keepalive_ms = ps->ps_keepalive_ms;
+	if ((sv->sv_env.te_batch = tunnel_batch_new()) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if ((sv->sv_ports = calloc(so->so_nexp, sizeof(*sv->sv_ports))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -738,6 +806,7 @@ server_free(struct server *sv)
 		return;
 	server_shutdown(sv);
 	curlloop_free(sv->sv_curl);
+	tunnel_batch_free(sv->sv_env.te_batch);
 	for (i = 0; i < sv->sv_nports; i++)
 		free(sv->sv_ports[i].sp_polls);
 	free(sv->sv_ports);

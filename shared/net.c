@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,24 @@ net_connect_error(int fd)
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == -1)
 		return errno;
 	return e;
+}
+
+int
+net_connect_poll(int fd)
+{
+	struct pollfd pfd;
+	int n;
+
+	pfd.fd = fd;
+	pfd.events = POLLOUT;
+	pfd.revents = 0;
+	while ((n = poll(&pfd, 1, 0)) == -1 && errno == EINTR)
+		;
+	if (n == -1)
+		return errno;
+	if (n == 0)
+		return EINPROGRESS;
+	return net_connect_error(fd);
 }
 
 void

@@ -41,6 +41,10 @@ int net_listen(const struct sockaddr *sa, socklen_t len, int backlog,
 int net_connect_start(const struct sockaddr *sa, socklen_t len);
 /* 0 once connected, else the errno of the failed connect. */
 int net_connect_error(int fd);
+/* Without waiting: 0 when connected, EINPROGRESS while the handshake
+ * runs, else the errno of the failed connect.  On loopback the handshake
+ * is usually over before connect() returns. */
+int net_connect_poll(int fd);
 
 void net_nodelay(int fd);
 /* Closes with SO_LINGER 0: the peer sees a reset, not an end of stream. */

@@ -154,7 +154,6 @@ relaycall_easy(const struct relaycall_conf *rc, const char *path,
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 10L);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, rc->rc_connect_timeout_ms);
 	if (rc->rc_recv_buffer > 0)
 		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, rc->rc_recv_buffer);
 	if (rc->rc_send_buffer > 0)

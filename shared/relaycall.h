@@ -17,7 +17,9 @@ struct relaycall_conf {
 	char  rc_base[RELAYCALL_URL_MAX];    /* "https://host:port" */
 	char  rc_prefix[RELAYCALL_URL_MAX];  /* path prefix, "" or "/x" */
 	const struct key *rc_key;
-	long  rc_connect_timeout_ms;         /* TCP + TLS handshake */
+	long  rc_connect_timeout_ms;         /* TCP + TLS handshake; enforced
+	                                      * by curlloop, not set on the
+	                                      * handle (see curlloop.h) */
 	const char *rc_cacert;               /* CURLOPT_CAINFO or NULL */
 	int   rc_insecure;                   /* no certificate checks */
 	const char *rc_pin;                  /* CURLOPT_PINNEDPUBLICKEY or NULL */

@@ -33,6 +33,12 @@ _Static_assert(TUNNEL_FEED_PAUSE == CURL_WRITEFUNC_PAUSE, "write pause");
 #define TUNNEL_SEND_MAX     (2 * 1024 * 1024)  /* CURLOPT_UPLOAD_BUFFERSIZE */
 #define TUNNEL_PING         "[1,\"ping\"]"
 
+struct tunnel_batch {
+	struct tunnel *tb_owner;           /* whose bytes tb_buf holds */
+	size_t         tb_len;
+	uint8_t        tb_buf[TUNNEL_BATCH_SIZE];
+};
+
 struct tunnel_stream {
 	struct curlloop_xfer ts_x;
 	struct curl_slist   *ts_hdrs;
@@ -40,7 +46,7 @@ struct tunnel_stream {
 	const char          *ts_call;      /* "connect", "upstream", ... */
 	long                 ts_status;    /* final status, once headers end */
 	int                  ts_done;      /* completed with 200 */
-	char                 ts_body[TUNNEL_ERRBODY_MAX];
+	char                *ts_body;      /* TUNNEL_ERRBODY_MAX, on use */
 	size_t               ts_body_len;
 	char                 ts_errbuf[CURL_ERROR_SIZE];
 };
@@ -64,6 +70,7 @@ struct tunnel {
 	/* upload */
 	int      tn_up_started;
 	int      tn_up_paused;             /* read callback paused: want READ */
+	int      tn_read_kept;             /* READ still watched after unpause */
 	int      tn_conn_pending;          /* connection frame not written */
 	int      tn_ping_pending;
 	int      tn_rd_eof;                /* the socket said end of stream */
@@ -77,13 +84,14 @@ struct tunnel {
 	int      tn_end_rcvd;
 	int      tn_shut;                  /* shutdown(SHUT_WR) done */
 	int      tn_have_peer;
-	char     tn_errjson[TUNNEL_ERRJSON_MAX];
+	char    *tn_errjson;               /* TUNNEL_ERRJSON_MAX, on use */
 	size_t   tn_errjson_len;
 
 	/* lifecycle */
 	int      tn_opened;
 	int      tn_want_open;
 	int      tn_want_upload;
+	int      tn_want_accepted;
 	int      tn_want_unpause;
 	int      tn_closing;
 	int      tn_reset;                 /* close with SO_LINGER 0 */
@@ -96,6 +104,39 @@ struct tunnel {
 
 static void tunnel_kick(struct tunnel *t);
 static void tunnel_check_done(struct tunnel *t);
+static void tunnel_batch_flush(struct tunnel_batch *b);
+
+struct tunnel_batch *
+tunnel_batch_new(void)
+{
+	return calloc(1, sizeof(struct tunnel_batch));
+}
+
+void
+tunnel_batch_free(struct tunnel_batch *b)
+{
+	free(b);
+}
+
+/* The bytes of t the batch still holds (0 without a batch). */
+static size_t
+tunnel_batched(const struct tunnel *t)
+{
+	const struct tunnel_batch *b = t->tn_env->te_batch;
+
+	return b != NULL && b->tb_owner == t ? b->tb_len : 0;
+}
+
+static void
+tunnel_batch_drop(struct tunnel *t)
+{
+	struct tunnel_batch *b = t->tn_env->te_batch;
+
+	if (b != NULL && b->tb_owner == t) {
+		b->tb_owner = NULL;
+		b->tb_len = 0;
+	}
+}
 
 static const char *
 tunnel_local_role(const struct tunnel *t)
@@ -115,7 +156,11 @@ tunnel_watch(struct tunnel *t)
 	if (t->tn_fd < 0)
 		return;
 	if (!t->tn_closing) {
-		if (t->tn_up_paused)
+		/* The read watch outlives an unpause: the upload mostly
+		 * pauses again within one message, and dropping and adding
+		 * the watch would cost two epoll_ctl calls every time.
+		 * tunnel_on_io drops it when it fires for nothing. */
+		if (t->tn_up_paused || t->tn_read_kept)
 			want |= LOOP_READ;
 		if (ring_len(&t->tn_out) > 0)
 			want |= LOOP_WRITE;
@@ -171,6 +216,9 @@ tunnel_stream_free(struct tunnel *t, struct tunnel_stream *s)
 	}
 	curl_slist_free_all(s->ts_hdrs);
 	s->ts_hdrs = NULL;
+	free(s->ts_body);
+	s->ts_body = NULL;
+	s->ts_body_len = 0;
 }
 
 static void
@@ -180,6 +228,7 @@ tunnel_teardown(struct tunnel *t)
 
 	loop_timer_stop(l, &t->tn_kick);
 	loop_timer_stop(l, &t->tn_ping);
+	tunnel_batch_drop(t);
 	tunnel_stream_free(t, &t->tn_down);
 	tunnel_stream_free(t, &t->tn_up);
 	if (t->tn_fd >= 0) {
@@ -193,6 +242,8 @@ tunnel_teardown(struct tunnel *t)
 	ring_free(&t->tn_out);
 	mproxy_decoder_free(t->tn_dec);
 	t->tn_dec = NULL;
+	free(t->tn_errjson);
+	t->tn_errjson = NULL;
 	if (t->tn_cbs.tc_closed != NULL)
 		t->tn_cbs.tc_closed(t, t->tn_reason, t->tn_arg);
 	free(t);
@@ -216,6 +267,7 @@ tunnel_sock_failed(struct tunnel *t, int e)
 {
 	if (t->tn_sock_err == 0)
 		t->tn_sock_err = e;
+	tunnel_batch_drop(t);
 	ring_free(&t->tn_out);
 	t->tn_down_paused = 0;
 	if (t->tn_up_paused) {
@@ -242,13 +294,34 @@ tunnel_on_kick(struct loop *l, void *arg)
 		tunnel_teardown(t);
 		return;
 	}
-	if (t->tn_want_upload) {
-		t->tn_want_upload = 0;
-		if (tunnel_start_upload(t, err, sizeof(err)) == -1) {
-			tunnel_fail(t, 1, "cannot start the upstream: %s", err);
+	/* Curl has returned: what the batch holds goes out now. */
+	if (tunnel_batched(t) > 0) {
+		tunnel_batch_flush(t->tn_env->te_batch);
+		if (t->tn_closing) {
 			tunnel_teardown(t);
 			return;
 		}
+	}
+	if (t->tn_want_upload) {
+		t->tn_want_upload = 0;
+		if (tunnel_start_upload(t, err, sizeof(err)) == -1) {
+			tunnel_fail(t, 1, "cannot start the %s: %s",
+			    t->tn_side == TUNNEL_CLIENT ? "upstream" :
+			    "downstream", err);
+			tunnel_teardown(t);
+			return;
+		}
+		/* The first bytes wait for this request: out with it. */
+		curlloop_flush(t->tn_env->te_curl);
+		if (t->tn_closing) {
+			tunnel_teardown(t);
+			return;
+		}
+	}
+	if (t->tn_want_accepted) {
+		t->tn_want_accepted = 0;
+		if (t->tn_cbs.tc_accepted != NULL)
+			t->tn_cbs.tc_accepted(t, t->tn_arg);
 	}
 	if (t->tn_want_open && !t->tn_opened) {
 		t->tn_want_open = 0;
@@ -538,6 +611,8 @@ tunnel_seek_cb(void *arg, curl_off_t offset, int origin)
 static void
 tunnel_shut_if_due(struct tunnel *t)
 {
+	if (t->tn_end_rcvd && !t->tn_shut && tunnel_batched(t) > 0)
+		tunnel_batch_flush(t->tn_env->te_batch);
 	if (t->tn_end_rcvd && !t->tn_shut && ring_len(&t->tn_out) == 0 &&
 	    t->tn_sock_err == 0) {
 		if (shutdown(t->tn_fd, SHUT_WR) == -1 && errno != ENOTCONN) {
@@ -572,15 +647,15 @@ tunnel_flush(struct tunnel *t)
 	return 0;
 }
 
-static void
-tunnel_deliver(struct tunnel *t, const uint8_t *p, size_t n)
+/* Sends p (n bytes) for t now; what the socket refuses goes to the
+ * ring.  Returns -1 when the socket failed or memory ran out (the tunnel
+ * is then failing). */
+static int
+tunnel_send(struct tunnel *t, const uint8_t *p, size_t n)
 {
 	ssize_t s;
 
-	t->tn_down_bytes += n;
-	if (t->tn_sock_err != 0)
-		return;
-	while (ring_len(&t->tn_out) == 0 && n > 0) {
+	while (n > 0) {
 		s = send(t->tn_fd, p, n, MSG_NOSIGNAL);
 		if (s < 0) {
 			if (errno == EINTR)
@@ -588,18 +663,86 @@ tunnel_deliver(struct tunnel *t, const uint8_t *p, size_t n)
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				break;
 			tunnel_sock_failed(t, errno);
-			return;
+			return -1;
 		}
 		p += s;
 		n -= (size_t)s;
 	}
 	if (n == 0)
-		return;
+		return 0;
 	if (ring_write(&t->tn_out, p, n) != n) {
 		tunnel_fail(t, 1, "out of memory for the download buffer");
-		return;
+		return -1;
 	}
 	tunnel_watch(t);
+	return 0;
+}
+
+static void
+tunnel_batch_flush(struct tunnel_batch *b)
+{
+	struct tunnel *t = b->tb_owner;
+	size_t n = b->tb_len;
+
+	if (t == NULL)
+		return;
+	b->tb_owner = NULL;
+	b->tb_len = 0;
+	if (t->tn_sock_err == 0 && !t->tn_closing)
+		(void)tunnel_send(t, b->tb_buf, n);
+}
+
+static void
+tunnel_deliver(struct tunnel *t, const uint8_t *p, size_t n)
+{
+	struct tunnel_batch *b = t->tn_env->te_batch;
+	size_t cap, take;
+
+	t->tn_down_bytes += n;
+	if (t->tn_sock_err != 0)
+		return;
+	if (ring_len(&t->tn_out) > 0) {
+		/* Behind bytes the socket refused: keep the order. */
+		if (ring_write(&t->tn_out, p, n) != n)
+			tunnel_fail(t, 1, "out of memory for the download "
+			    "buffer");
+		return;
+	}
+	/* What a flush leaves goes to the ring, and the rest of curl's
+	 * piece behind it: both must fit. */
+	cap = t->tn_env->te_buffer > 2 * CURL_MAX_WRITE_SIZE ?
+	    t->tn_env->te_buffer - CURL_MAX_WRITE_SIZE : 0;
+	if (cap > TUNNEL_BATCH_SIZE)
+		cap = TUNNEL_BATCH_SIZE;
+	if (b == NULL || cap == 0) {
+		(void)tunnel_send(t, p, n);
+		return;
+	}
+	if (b->tb_owner != t)
+		tunnel_batch_flush(b);
+	while (n > 0) {
+		take = cap - b->tb_len;
+		if (take > n)
+			take = n;
+		memcpy(b->tb_buf + b->tb_len, p, take);
+		b->tb_len += take;
+		b->tb_owner = t;
+		p += take;
+		n -= take;
+		if (b->tb_len < cap)
+			break;
+		tunnel_batch_flush(b);
+		if (t->tn_sock_err != 0 || t->tn_closing)
+			return;
+		if (n > 0 && ring_len(&t->tn_out) > 0) {
+			if (ring_write(&t->tn_out, p, n) != n)
+				tunnel_fail(t, 1, "out of memory for the "
+				    "download buffer");
+			return;
+		}
+	}
+	if (b->tb_len > 0)
+		tunnel_kick(t);
 }
 
 static int
@@ -661,16 +804,23 @@ tunnel_frame_error(struct tunnel *t, const struct mproxy_frame *fr)
 	json_t *j, *v;
 	size_t n;
 
+	/* Allocated here: an idle tunnel should not carry error space. */
+	if (t->tn_errjson == NULL)
+		t->tn_errjson = malloc(TUNNEL_ERRJSON_MAX);
 	n = fr->len;
-	if (n > sizeof(t->tn_errjson) - t->tn_errjson_len)
-		n = sizeof(t->tn_errjson) - t->tn_errjson_len;
-	memcpy(t->tn_errjson + t->tn_errjson_len, fr->data, n);
+	if (t->tn_errjson == NULL)
+		n = 0;
+	else if (n > TUNNEL_ERRJSON_MAX - t->tn_errjson_len)
+		n = TUNNEL_ERRJSON_MAX - t->tn_errjson_len;
+	if (n > 0)
+		memcpy(t->tn_errjson + t->tn_errjson_len, fr->data, n);
 	t->tn_errjson_len += n;
 	if (!fr->last)
 		return;
 	snprintf(msg, sizeof(msg), "(no message)");
 	code[0] = '\0';
-	j = json_loadb(t->tn_errjson, t->tn_errjson_len, 0, NULL);
+	j = t->tn_errjson_len > 0 ? json_loadb(t->tn_errjson,
+	    t->tn_errjson_len, 0, NULL) : NULL;
 	if (j != NULL) {
 		if ((v = json_object_get(j, "message")) != NULL &&
 		    json_is_string(v))
@@ -762,8 +912,14 @@ tunnel_download_feed(struct tunnel *t, const uint8_t *buf, size_t len)
 static void
 tunnel_keep_body(struct tunnel_stream *s, const char *p, size_t n)
 {
-	if (n > sizeof(s->ts_body) - s->ts_body_len)
-		n = sizeof(s->ts_body) - s->ts_body_len;
+	if (n == 0)
+		return;
+	/* Error bodies are rare: no space for them until one comes. */
+	if (s->ts_body == NULL && (s->ts_body = malloc(TUNNEL_ERRBODY_MAX)) ==
+	    NULL)
+		return;
+	if (n > TUNNEL_ERRBODY_MAX - s->ts_body_len)
+		n = TUNNEL_ERRBODY_MAX - s->ts_body_len;
 	memcpy(s->ts_body + s->ts_body_len, p, n);
 	s->ts_body_len += n;
 }
@@ -786,9 +942,14 @@ tunnel_headers_done(struct tunnel_stream *s)
 {
 	struct tunnel *t = s->ts_t;
 
-	if (s != &t->tn_down || t->tn_side != TUNNEL_CLIENT ||
-	    s->ts_status != 200 || t->tn_closing)
+	if (s != &t->tn_down || s->ts_status != 200 || t->tn_closing)
 		return;
+	if (t->tn_side == TUNNEL_SERVER) {
+		t->tn_want_upload = 1;
+		t->tn_want_accepted = 1;
+		tunnel_kick(t);
+		return;
+	}
 	if (!relaycall_name_valid(t->tn_id)) {
 		tunnel_fail(t, 1, "relay answered 200 to connect without a "
 		    "valid Postern-Connection header");
@@ -947,6 +1108,7 @@ tunnel_stream_start(struct tunnel *t, struct tunnel_stream *s,
 		return -1;
 	s->ts_x.cx_easy = e;
 	s->ts_x.cx_arg = s;
+	s->ts_x.cx_errbuf = s->ts_errbuf;
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->ts_errbuf);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, tunnel_header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
@@ -1056,14 +1218,8 @@ tunnel_accept(struct tunnel *t, const char *id, char *err, size_t errlen)
 		return -1;
 	}
 	snprintf(t->tn_id, sizeof(t->tn_id), "%s", id);
-	if (tunnel_stream_start(t, &t->tn_down, "accept", id, 0, err,
-	    errlen) == -1)
-		return -1;
-	if (tunnel_start_upload(t, err, errlen) == -1) {
-		tunnel_stream_free(t, &t->tn_down);
-		return -1;
-	}
-	return 0;
+	return tunnel_stream_start(t, &t->tn_down, "accept", id, 0, err,
+	    errlen);
 }
 
 /* ---- the socket's events ------------------------------------------- */
@@ -1096,11 +1252,18 @@ tunnel_on_io(struct loop *l, int fd, int events, void *arg)
 	}
 	if (t->tn_closing)
 		return;
-	if ((events & LOOP_READ) && t->tn_up_paused) {
+	if (!(events & LOOP_READ))
+		return;
+	if (t->tn_up_paused) {
 		t->tn_up_paused = 0;
-		tunnel_watch(t);
+		t->tn_read_kept = 1;
 		if (t->tn_up.ts_x.cx_active)
 			curl_easy_pause(t->tn_up.ts_x.cx_easy, CURLPAUSE_CONT);
+	} else if (t->tn_read_kept) {
+		/* Curl has not asked for the bytes yet (it may be waiting
+		 * for the relay): stop listening until it pauses again. */
+		t->tn_read_kept = 0;
+		tunnel_watch(t);
 	}
 }
 

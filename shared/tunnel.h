@@ -25,6 +25,7 @@
 #include "relaycall.h"
 
 struct tunnel;
+struct tunnel_batch;
 
 /* What every tunnel of a process shares. */
 struct tunnel_env {
@@ -35,7 +36,18 @@ struct tunnel_env {
 	size_t   te_buffer;        /* download ring; curl's buffers */
 	uint64_t te_keepalive_ms;  /* ping an idle upload; 0 = never */
 	size_t   te_max_data;      /* decoder limit; 0 = MPROXY default */
+	struct tunnel_batch *te_batch;  /* or NULL: a send() per piece */
 };
+
+/* Download payload gathered for one send().  Curl hands a body over in
+ * pieces of at most 16 KiB; the batch collects one tunnel's pieces and
+ * sends them in one go when full or once curl has returned, which saves
+ * most send() calls on bulk transfers.  One batch serves every tunnel of
+ * a loop (it holds one tunnel's bytes at a time); free it after the
+ * last tunnel.  NULL when out of memory. */
+#define TUNNEL_BATCH_SIZE (256 * 1024)
+struct tunnel_batch *tunnel_batch_new(void);
+void tunnel_batch_free(struct tunnel_batch *b);
 
 enum tunnel_side {
 	TUNNEL_CLIENT,   /* connect + upstream; the socket is the TCP client */
@@ -50,6 +62,11 @@ struct tunnel_cbs {
 	 * ...", "peer error: ...", "relay answered 502 ...".  The tunnel is
 	 * freed when this returns. */
 	void (*tc_closed)(struct tunnel *t, const char *reason, void *arg);
+	/* Server only, may be NULL: the relay answered accept with 200, so
+	 * it is answering the client's connect now (and the downstream is
+	 * being posted).  Requests posted before this would have held up
+	 * that answer. */
+	void (*tc_accepted)(struct tunnel *t, void *arg);
 };
 
 struct tunnel_stats {
@@ -70,7 +87,10 @@ void tunnel_set_peer(struct tunnel *t, const struct net_peer *p);
 
 /* Client: POST connect/{port}; the upstream follows the 200. */
 int  tunnel_connect(struct tunnel *t, char *err, size_t errlen);
-/* Server: POST accept/{id} and downstream/{id} at once. */
+/* Server: POST accept/{id}; downstream/{id} follows the accept's 200.
+ * The relay answers the client's connect on the accept alone, and a
+ * downstream arriving with the accept would only delay that answer (the
+ * relay verifies each request's signature in turn). */
 int  tunnel_accept(struct tunnel *t, const char *id, char *err, size_t errlen);
 
 /* Ends the tunnel now (shutdown of the process): resets the socket,

@@ -1,13 +1,16 @@
 /* Address parsing and the text forms the proxies log and put in frame
- * headers. */
+ * headers; connects and the relay connect deadline. */
 #include <check.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include "curlloop.h"
+#include "loop.h"
 #include "net.h"
 #include "relaycall.h"
 
@@ -148,6 +151,135 @@ START_TEST(test_resolve_and_connect_refused)
 }
 END_TEST
 
+/* A loopback listener answers a nonblocking connect at once (the case
+ * the server-proxy uses to skip a trip through its loop); a closed port
+ * reports the refusal, never "connected". */
+START_TEST(test_connect_poll)
+{
+	struct sockaddr_in a;
+	socklen_t al = sizeof(a);
+	int ls, fd, e = EINPROGRESS, i;
+
+	ls = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(ls, 4), 0);
+	ck_assert_int_eq(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+	fd = net_connect_start((struct sockaddr *)&a, al);
+	ck_assert_int_ge(fd, 0);
+	for (i = 0; i < 100 && (e = net_connect_poll(fd)) == EINPROGRESS; i++)
+		usleep(10000);
+	ck_assert_int_eq(e, 0);
+	close(fd);
+	close(ls);
+
+	/* The port is free now: nobody listens there. */
+	fd = net_connect_start((struct sockaddr *)&a, al);
+	if (fd >= 0) {
+		e = EINPROGRESS;
+		for (i = 0; i < 100 && (e = net_connect_poll(fd)) ==
+		    EINPROGRESS; i++)
+			usleep(10000);
+		close(fd);
+	} else
+		e = errno;
+	ck_assert_int_eq(e, ECONNREFUSED);
+}
+END_TEST
+
+/* A relay that never completes the TCP handshake (its accept queue is
+ * full): the transfer ends after the connect timeout with a message
+ * naming relay_timeout, and leaves no timer behind. */
+struct deadline_probe {
+	struct loop *l;
+	int          done;
+	CURLcode     result;
+	uint64_t     at;
+};
+
+static void
+deadline_done(struct curlloop_xfer *x, CURLcode result, void *arg)
+{
+	struct deadline_probe *p = arg;
+
+	(void)x;
+	p->done++;
+	p->result = result;
+	p->at = loop_now_ms();
+	loop_stop(p->l);
+}
+
+static void
+deadline_guard(struct loop *l, void *arg)
+{
+	(void)arg;
+	loop_stop(l);
+}
+
+START_TEST(test_curlloop_connect_deadline)
+{
+	struct deadline_probe p;
+	struct curlloop *c;
+	struct curlloop_xfer x;
+	struct loop_timer guard;
+	struct sockaddr_in a;
+	socklen_t al = sizeof(a);
+	char err[256], errbuf[CURL_ERROR_SIZE], url[64];
+	int ls, fill[4], i;
+	uint64_t start;
+
+	ls = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(ls, 0), 0);
+	ck_assert_int_eq(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+	for (i = 0; i < 4; i++) {
+		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		(void)connect(fill[i], (struct sockaddr *)&a, al);
+	}
+	usleep(100000);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/",
+	    (unsigned)ntohs(a.sin_port));
+
+	memset(&p, 0, sizeof(p));
+	p.l = loop_new();
+	c = curlloop_new(p.l, 4, err, sizeof(err));
+	ck_assert_ptr_nonnull(c);
+	curlloop_set_connect_timeout(c, 300);
+	memset(&x, 0, sizeof(x));
+	x.cx_easy = curl_easy_init();
+	curl_easy_setopt(x.cx_easy, CURLOPT_URL, url);
+	curl_easy_setopt(x.cx_easy, CURLOPT_ERRORBUFFER, errbuf);
+	errbuf[0] = '\0';
+	x.cx_done = deadline_done;
+	x.cx_arg = &p;
+	x.cx_errbuf = errbuf;
+	start = loop_now_ms();
+	ck_assert_int_eq(curlloop_add(c, &x, err, sizeof(err)), 0);
+	loop_timer_init(&guard, deadline_guard, NULL);
+	loop_timer_start(p.l, &guard, 5000);
+	loop_run(p.l);
+	loop_timer_stop(p.l, &guard);
+	ck_assert_int_eq(p.done, 1);
+	ck_assert_int_eq(p.result, CURLE_OPERATION_TIMEDOUT);
+	ck_assert_uint_ge(p.at - start, 290);
+	ck_assert_uint_lt(p.at - start, 2000);
+	ck_assert_msg(strstr(errbuf, "relay_timeout") != NULL, "%s", errbuf);
+	ck_assert_int_eq(x.cx_active, 0);
+	ck_assert_uint_eq(curlloop_active(c), 0);
+	curl_easy_cleanup(x.cx_easy);
+	curlloop_free(c);
+	loop_free(p.l);
+	for (i = 0; i < 4; i++)
+		close(fill[i]);
+	close(ls);
+}
+END_TEST
+
 START_TEST(test_relay_names_and_errors)
 {
 	char out[256], big[80];
@@ -214,6 +346,8 @@ net_suite(void)
 	tcase_add_test(tc, test_peer_text_forms);
 	tcase_add_test(tc, test_errno_names);
 	tcase_add_test(tc, test_resolve_and_connect_refused);
+	tcase_add_test(tc, test_connect_poll);
+	tcase_add_test(tc, test_curlloop_connect_deadline);
 	tcase_add_test(tc, test_relay_names_and_errors);
 	tcase_add_test(tc, test_relay_url);
 	suite_add_tcase(s, tc);

@@ -93,13 +93,14 @@ START_TEST(defaults)
 	ck_assert_uint_eq(cf->cf_accept_timeout_ms, 10000);
 	ck_assert_uint_eq(cf->cf_idle_timeout_ms, 300000);
 	ck_assert_uint_eq(cf->cf_clock_skew, 300);
-	ck_assert_uint_eq(cf->cf_max_nonces, 100000);
+	ck_assert_uint_eq(cf->cf_max_nonces, 500000);
 	ck_assert_uint_eq(cf->cf_pipe_buffer, 262144);
 	ck_assert_uint_eq(cf->cf_max_tunnels, 4096);
-	ck_assert_uint_eq(cf->cf_max_connections, 10000);
-	ck_assert_uint_eq(cf->cf_max_pending_connects, 64);
+	ck_assert_uint_eq(cf->cf_max_connections, 20000);
+	ck_assert_int_eq(cf->cf_max_connections_set, 0);
+	ck_assert_uint_eq(cf->cf_max_pending_connects, 1024);
 	ck_assert_uint_eq(cf->cf_max_refuse_body, 4096);
-	ck_assert_uint_eq(cf->cf_connection_memory, 32768);
+	ck_assert_uint_eq(cf->cf_connection_memory, 12288);
 	ck_assert_int_eq(cf->cf_status, 0);
 	ck_assert_uint_eq(cf->cf_nservers, 0);
 	ck_assert_uint_eq(cf->cf_nclients, 0);
@@ -152,6 +153,7 @@ START_TEST(full_file)
 	ck_assert_uint_eq(cf->cf_pipe_buffer, 1048576);
 	ck_assert_uint_eq(cf->cf_max_tunnels, 10);
 	ck_assert_uint_eq(cf->cf_max_connections, 100);
+	ck_assert_int_eq(cf->cf_max_connections_set, 1);
 	ck_assert_uint_eq(cf->cf_max_pending_connects, 0);
 	ck_assert_uint_eq(cf->cf_max_refuse_body, 2048);
 	ck_assert_uint_eq(cf->cf_connection_memory, 65536);
