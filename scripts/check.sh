@@ -72,7 +72,12 @@ run_units build-asan asan
 
 if [ -x tests/integration/run.sh ]; then
 	echo "== integration tests (ASan+UBSan programs)"
-	out=$(bash tests/integration/run.sh build-asan 2>&1 | tee /dev/stderr | tail -n 1)
+	# tee into a file, not /dev/stderr: reopening a redirected stderr
+	# would truncate the caller's log.
+	itlog=$(mktemp)
+	bash tests/integration/run.sh build-asan 2>&1 | tee "$itlog"
+	out=$(tail -n 1 "$itlog")
+	rm -f "$itlog"
 	n=$(sed -n 's/.*: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' <<<"$out")
 	if [ -z "$n" ]; then
 		note_fail "integration: no summary line"
