@@ -25,42 +25,18 @@
 #include "log.h"
 #include "loop.h"
 #include "../../relay/relay.h"
+#include "relay_thread.h"
 
 static struct key nas;
-static struct relay_config *cf;
-static struct loop *lp;
-static struct relay *rl;
-static pthread_t thread;
-static int stopfd = -1;
+static struct relay_thread rt;
 static int port;
 static char err[512];
-
-static void
-stop_cb(struct loop *l, int fd, int events, void *arg)
-{
-	uint64_t v;
-
-	(void)events;
-	(void)arg;
-	if (read(fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
-		loop_stop(l);
-}
-
-static void *
-relay_thread(void *arg)
-{
-	(void)arg;
-	loop_run(lp);
-	return NULL;
-}
 
 /* settings: extra [relay] lines */
 static void
 start(const char *settings)
 {
 	char text[1024], pub[KEY_PUBLIC_TEXT_MAX];
-	const char *colon;
-	FILE *f;
 
 	ck_assert_int_ge(sodium_init(), 0);
 	log_init("relay-test", LOG_ERROR);
@@ -68,20 +44,8 @@ start(const char *settings)
 	key_public_text(nas.k_pub, pub);
 	snprintf(text, sizeof(text), "[relay]\nlisten = 127.0.0.1:0\nstatus = on\n%s"
 	    "[server nas]\nkey = %s\n", settings, pub);
-	f = fmemopen(text, strlen(text), "r");
-	cf = config_load_stream(f, "test.ini", err, sizeof(err));
-	fclose(f);
-	ck_assert_msg(cf != NULL, "%s", err);
-	lp = loop_new();
-	ck_assert_ptr_nonnull(lp);
-	rl = relay_new(lp, cf, err, sizeof(err));
-	ck_assert_msg(rl != NULL, "%s", err);
-	colon = strrchr(relay_address(rl), ':');
-	port = atoi(colon + 1);
-	stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	ck_assert_int_ge(stopfd, 0);
-	ck_assert_int_eq(loop_watch(lp, stopfd, LOOP_READ, stop_cb, NULL), 0);
-	ck_assert_int_eq(pthread_create(&thread, NULL, relay_thread, NULL), 0);
+	relay_thread_start(&rt, text);
+	port = rt.rt_port;
 }
 
 /* idle_timeout 0.5 s; the listen long-poll (2 s) outlasts it */
@@ -100,15 +64,7 @@ setup_small(void)
 static void
 teardown(void)
 {
-	uint64_t one = 1;
-
-	ck_assert_int_eq(write(stopfd, &one, sizeof(one)), (ssize_t)sizeof(one));
-	pthread_join(thread, NULL);
-	relay_free(rl);
-	loop_unwatch(lp, stopfd);
-	close(stopfd);
-	loop_free(lp);
-	config_free(cf);
+	relay_thread_stop(&rt);
 	key_wipe(&nas);
 }
 

@@ -25,45 +25,21 @@
 #include "log.h"
 #include "loop.h"
 #include "../../relay/relay.h"
+#include "relay_thread.h"
 
 enum { K_NAS, K_LAPTOP, K_OTHER, K_STRANGER, NKEYS };
 
 static struct key keys[NKEYS];
-static struct relay_config *cf;
-static struct loop *lp;
-static struct relay *rl;
-static pthread_t thread;
-static int stopfd = -1;
+static struct relay_thread rt;
 static int port;
 static char err[512];
 
 /* ---- the relay, on its own thread ------------------------------------ */
 
 static void
-stop_cb(struct loop *l, int fd, int events, void *arg)
-{
-	uint64_t v;
-
-	(void)events;
-	(void)arg;
-	if (read(fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
-		loop_stop(l);
-}
-
-static void *
-relay_thread(void *arg)
-{
-	(void)arg;
-	loop_run(lp);
-	return NULL;
-}
-
-static void
 setup(void)
 {
 	char text[2048], pub[NKEYS][KEY_PUBLIC_TEXT_MAX];
-	const char *colon;
-	FILE *f;
 	int i;
 
 	ck_assert_int_ge(sodium_init(), 0);
@@ -80,37 +56,16 @@ setup(void)
 	    "[client laptop]\nkey = %s\nallow = nas/*\n"
 	    "[client other]\nkey = %s\nallow = nas/web\n",
 	    pub[K_NAS], pub[K_LAPTOP], pub[K_OTHER]);
-	f = fmemopen(text, strlen(text), "r");
-	cf = config_load_stream(f, "test.ini", err, sizeof(err));
-	fclose(f);
-	ck_assert_msg(cf != NULL, "%s", err);
-	lp = loop_new();
-	ck_assert_ptr_nonnull(lp);
-	rl = relay_new(lp, cf, err, sizeof(err));
-	ck_assert_msg(rl != NULL, "%s", err);
-	colon = strrchr(relay_address(rl), ':');
-	port = atoi(colon + 1);
-	ck_assert_int_gt(port, 0);
-	stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	ck_assert_int_ge(stopfd, 0);
-	ck_assert_int_eq(loop_watch(lp, stopfd, LOOP_READ, stop_cb, NULL), 0);
-	ck_assert_int_eq(pthread_create(&thread, NULL, relay_thread, NULL), 0);
+	relay_thread_start(&rt, text);
+	port = rt.rt_port;
 }
 
 static void
 teardown(void)
 {
-	uint64_t one = 1;
 	int i;
 
-	ck_assert_int_eq(write(stopfd, &one, sizeof(one)), (ssize_t)sizeof(one));
-	pthread_join(thread, NULL);
-	/* The loop thread is gone: the relay is ours to stop. */
-	relay_free(rl);
-	loop_unwatch(lp, stopfd);
-	close(stopfd);
-	loop_free(lp);
-	config_free(cf);
+	relay_thread_stop(&rt);
 	for (i = 0; i < NKEYS; i++)
 		key_wipe(&keys[i]);
 }
