@@ -6,7 +6,8 @@ set -euo pipefail
 
 pkgs=(gcc make pkg-config
       libmicrohttpd-dev libcurl4-openssl-dev libsodium-dev libjansson-dev libinih-dev
-      check clang libclang-rt-14-dev python3 curl)
+      check clang libclang-rt-14-dev python3 curl
+      openssl squid nginx-light)
 if [ "${1:-}" = "--bench" ]; then
 	pkgs+=(httptunnel gnuplot-nox socat)
 fi

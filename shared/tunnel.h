@@ -27,6 +27,12 @@
 struct tunnel;
 struct tunnel_batch;
 
+enum tunnel_transport {
+	TUNNEL_AUTO = 0,      /* stream; segments once streaming fails */
+	TUNNEL_STREAM,        /* one long request per direction */
+	TUNNEL_SEGMENTED,     /* bounded requests (docs/protocol.md) */
+};
+
 /* What every tunnel of a process shares. */
 struct tunnel_env {
 	struct loop                 *te_loop;
@@ -37,6 +43,16 @@ struct tunnel_env {
 	uint64_t te_keepalive_ms;  /* ping an idle upload; 0 = never */
 	size_t   te_max_data;      /* decoder limit; 0 = MPROXY default */
 	struct tunnel_batch *te_batch;  /* or NULL: a send() per piece */
+	/* Resuming (docs/protocol.md, "Resuming tunnels"). */
+	size_t   te_window;        /* unacknowledged bytes kept per tunnel */
+	uint64_t te_resume_grace_ms;  /* re-attach attempts stop after this */
+	uint64_t te_peer_timeout_ms;  /* a silent download is broken; 0 = never */
+	enum tunnel_transport te_transport;
+	size_t   te_segment_bytes;
+	uint64_t te_segment_ms;
+	uint64_t te_probe_ms;      /* auto: no ack this long -> segments */
+	int     *te_fallback;      /* or NULL: set once auto found streaming
+	                            * blocked, read by every later tunnel */
 };
 
 /* Download payload gathered for one send().  Curl hands a body over in
