@@ -39,6 +39,7 @@ struct client {
 	struct curlloop        *c_curl;
 	struct relaycall_conf   c_relay;
 	struct tunnel_env       c_env;
+	int                     c_fallback;  /* auto found streams blocked */
 	struct client_listener *c_li;
 	size_t                  c_nli;
 	LIST_HEAD(, client_tunnel) c_tunnels;
@@ -69,21 +70,33 @@ client_tunnel_closed(struct tunnel *t, const char *reason, void *arg)
 	if (tunnel_opened(t))
 		log_msg(strcmp(reason, "done") == 0 ? LOG_INFO : LOG_WARN,
 		    "tunnel closed id=%s %s/%s up=%llu down=%llu "
-		    "duration=%llu.%03llus reason=%s", tunnel_id(t),
-		    f->cf_server, f->cf_port, (unsigned long long)st.ts_up,
-		    (unsigned long long)st.ts_down,
+		    "duration=%llu.%03llus gen=%llu resent=%llu%s reason=%s",
+		    tunnel_id(t), f->cf_server, f->cf_port,
+		    (unsigned long long)st.ts_up, (unsigned long long)st.ts_down,
 		    (unsigned long long)(st.ts_ms / 1000),
-		    (unsigned long long)(st.ts_ms % 1000), reason);
+		    (unsigned long long)(st.ts_ms % 1000),
+		    (unsigned long long)st.ts_gen, (unsigned long long)st.ts_resent,
+		    st.ts_segmented ? " segmented" : "", reason);
 	else
-		log_warn("tunnel to %s/%s failed: %s", f->cf_server, f->cf_port,
-		    reason);
+		log_warn("tunnel to %s/%s failed: %s (relay %s%s)",
+		    f->cf_server, f->cf_port, reason, c->c_relay.rc_base,
+		    c->c_relay.rc_prefix);
 	LIST_REMOVE(ct, ct_link);
 	c->c_ntunnels--;
 	free(ct);
 }
 
+static void
+client_tunnel_note(struct tunnel *t, const char *what, void *arg)
+{
+	struct client_tunnel *ct = arg;
+
+	log_info("tunnel id=%s %s/%s: %s", tunnel_id(t),
+	    ct->ct_li->li_fwd->cf_server, ct->ct_li->li_fwd->cf_port, what);
+}
+
 static const struct tunnel_cbs client_tunnel_cbs = {
-	client_tunnel_open, client_tunnel_closed, NULL
+	client_tunnel_open, client_tunnel_closed, NULL, client_tunnel_note
 };
 
 static void
@@ -235,6 +248,8 @@ client_new(struct loop *l, const struct client_options *co,
 	c->c_relay.rc_cacert = ps->ps_cacert;
 	c->c_relay.rc_insecure = ps->ps_insecure;
 	c->c_relay.rc_pin = ps->ps_pin;
+	c->c_relay.rc_proxy = ps->ps_proxy;
+	c->c_relay.rc_proxy_cacert = ps->ps_proxy_cacert;
 	/* Two streams per tunnel, plus room to keep idle connections for
 	 * the next connects. */
 	c->c_curl = curlloop_new(l, (long)ps->ps_max_tunnels * 2 + 16, err,
@@ -248,6 +263,14 @@ client_new(struct loop *l, const struct client_options *co,
 	c->c_env.te_frame_max = ps->ps_frame_max;
 	c->c_env.te_buffer = ps->ps_buffer;
 	c->c_env.te_keepalive_ms = ps->ps_keepalive_ms;
+	c->c_env.te_window = ps->ps_window;
+	c->c_env.te_resume_grace_ms = ps->ps_resume_grace_ms;
+	c->c_env.te_peer_timeout_ms = ps->ps_peer_timeout_ms;
+	c->c_env.te_transport = ps->ps_transport;
+	c->c_env.te_segment_bytes = ps->ps_segment_bytes;
+	c->c_env.te_segment_ms = ps->ps_segment_ms;
+	c->c_env.te_probe_ms = ps->ps_probe_ms;
+	c->c_env.te_fallback = &c->c_fallback;
 	if ((c->c_env.te_batch = tunnel_batch_new()) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;

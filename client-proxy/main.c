@@ -29,7 +29,7 @@ main(int argc, char **argv)
 	struct client_options co;
 	const struct proxymain_ops ops = {
 		"postern-client", &co, c_init, c_opts_free, c_parse,
-		c_settings, client_usage, c_new, c_shutdown, c_free,
+		c_settings, client_usage, c_new, c_shutdown, c_free, NULL,
 	};
 
 	return proxymain_run(&ops, argc, argv);

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "errbuf.h"
 #include "log.h"
 #include "relay.h"
 
@@ -16,6 +17,7 @@ calls_stream(enum relay_call c)
 	case CALL_ACCEPT:     return ST_ACCEPT;
 	case CALL_DOWNSTREAM: return ST_DOWNSTREAM;
 	case CALL_UPSTREAM:   return ST_UPSTREAM;
+	case CALL_RECEIVE:    return ST_CONNECT;
 	case CALL_REFUSE:     return ST_REFUSE;
 	default:              return ST_NONE;
 	}
@@ -31,17 +33,89 @@ calls_port_list(const struct relay_server *sv, char *buf, size_t len)
 		n += (size_t)snprintf(buf + n, len - n, "%s%s", i ? " " : "", sv->sv_ports[i]);
 }
 
-/* accept, downstream, upstream, refuse: the ID must be live, under this
- * server, bound to this caller, and the stream not opened before. */
+/* A header holding a whole number from 1 to max: 1 with *out set, 0 when
+ * absent, -1 when malformed. */
+static int
+calls_number(struct relay_req *rq, const char *name, uint64_t max, uint64_t *out)
+{
+	const char *v = http_header(rq, name), *p;
+	uint64_t n = 0;
+
+	if (v == NULL)
+		return 0;
+	for (p = v; *p >= '0' && *p <= '9'; p++) {
+		if (n > (max - (uint64_t)(*p - '0')) / 10)
+			return -1;
+		n = n * 10 + (uint64_t)(*p - '0');
+	}
+	if (p == v || *p != '\0' || n == 0)
+		return -1;
+	*out = n;
+	return 1;
+}
+
+/* The value of header name, quoted for a message. */
+static const char *
+calls_quote(struct relay_req *rq, const char *name, char out[ERRBUF_QUOTE_MAX + 4])
+{
+	const char *v = http_header(rq, name);
+
+	errbuf_quote(v ? v : "", v ? strlen(v) : 0, out);
+	return out;
+}
+
+/* Postern-Segment on a stream request: a segment (an upload's value is
+ * only a flag; a download's is its byte cap).  -1 when answered 400. */
+static int
+calls_segment(struct relay_req *rq, int download)
+{
+	const struct relay_config *cf = rq->rq_relay->rl_cf;
+	char q[ERRBUF_QUOTE_MAX + 4];
+	uint64_t n;
+	int r;
+
+	r = calls_number(rq, "Postern-Segment", UINT64_MAX / 2, &n);
+	if (r == -1) {
+		http_reply(rq, 400, "bad_request", "bad Postern-Segment header '%s': "
+		    "write a whole number of bytes from 1 (1 on an upload)",
+		    calls_quote(rq, "Postern-Segment", q));
+		return -1;
+	}
+	if (r == 1) {
+		rq->rq_segment = 1;
+		if (download)
+			rq->rq_seg_left = n < cf->cf_segment_bytes ? n : cf->cf_segment_bytes;
+	}
+	return 0;
+}
+
+/* accept, downstream, upstream, receive, refuse: the ID must be live,
+ * under this server and bound to this caller; a stream request then goes
+ * by its generation (docs/protocol.md, "Generations"). */
 static void
 calls_open_stream(struct relay_req *rq)
 {
 	struct relay *rl = rq->rq_relay;
 	const struct relay_route *rt = &rq->rq_route;
 	enum relay_stream s = calls_stream(rt->rt_call);
+	enum circuit_side side = circuit_side_of(s);
 	uint8_t id[RELAY_ID_BYTES];
 	struct circuit *t;
+	uint64_t gen = 1;
+	struct pipe *up;
+	char q[ERRBUF_QUOTE_MAX + 4];
 
+	if (s != ST_REFUSE) {
+		if (calls_number(rq, "Postern-Generation", UINT32_MAX, &gen) == -1) {
+			http_reply(rq, 400, "bad_request", "bad Postern-Generation header "
+			    "'%s': write a whole number from 1 to %lu",
+			    calls_quote(rq, "Postern-Generation", q),
+			    (unsigned long)UINT32_MAX);
+			return;
+		}
+		if (calls_segment(rq, s == ST_CONNECT || s == ST_ACCEPT) == -1)
+			return;
+	}
 	if (idtable_id_parse(rt->rt_arg, id) == -1 ||
 	    (t = idtable_find(rl->rl_ids, id)) == NULL || t->ci_server != rq->rq_server) {
 		http_reply(rq, 404, "unknown_connection", "no connection %s under server "
@@ -53,14 +127,18 @@ calls_open_stream(struct relay_req *rq)
 		    "key", rt->rt_arg);
 		return;
 	}
-	if ((t->ci_opened & ST_BIT(s)) || t->ci_req[s] != NULL) {
-		http_reply(rq, 409, "already_used", "the %s stream of connection %s is "
-		    "already open", route_call_name(rt->rt_call), rt->rt_arg);
-		return;
-	}
-	if (s == ST_REFUSE && (t->ci_opened & (ST_BIT(ST_ACCEPT) | ST_BIT(ST_DOWNSTREAM)))) {
-		http_reply(rq, 409, "already_used", "connection %s was accepted already; "
-		    "it cannot be refused", rt->rt_arg);
+	if (s == ST_REFUSE) {
+		if ((t->ci_opened & ST_BIT(s)) || t->ci_req[s] != NULL) {
+			http_reply(rq, 409, "already_used", "connection %s was refused "
+			    "already (or a refuse of it is being read)", rt->rt_arg);
+			return;
+		}
+		if (t->ci_opened & (ST_BIT(ST_ACCEPT) | ST_BIT(ST_DOWNSTREAM))) {
+			http_reply(rq, 409, "already_used", "connection %s was accepted "
+			    "already; it cannot be refused", rt->rt_arg);
+			return;
+		}
+		circuit_attach(t, rq, s);
 		return;
 	}
 	if ((s == ST_ACCEPT || s == ST_DOWNSTREAM) && (t->ci_opened & ST_BIT(ST_REFUSE))) {
@@ -68,7 +146,35 @@ calls_open_stream(struct relay_req *rq)
 		    rt->rt_arg);
 		return;
 	}
+	if (rt->rt_call == CALL_RECEIVE && t->ci_state != CS_OPEN) {
+		http_reply(rq, 409, "not_accepted", "connection %s is not accepted yet: "
+		    "its connect is still waiting for the server", rt->rt_arg);
+		return;
+	}
+	if (gen < t->ci_gen) {
+		rq->rq_gen = t->ci_gen;
+		http_reply(rq, 409, "stale_generation", "connection %s is in generation "
+		    "%lu, this %s is for generation %lu: re-attach with generation %lu",
+		    rt->rt_arg, (unsigned long)t->ci_gen, route_call_name(rt->rt_call),
+		    (unsigned long)gen, (unsigned long)t->ci_gen);
+		return;
+	}
+	if (gen > t->ci_gen)
+		circuit_resume(t, (uint32_t)gen, side);
+	if (t->ci_req[s] != NULL) {
+		rq->rq_gen = t->ci_gen;
+		http_reply(rq, 409, "already_used", "the %s stream of connection %s is "
+		    "already open in generation %lu (by %s)",
+		    route_call_name(rt->rt_call), rt->rt_arg, (unsigned long)t->ci_gen,
+		    route_call_name(t->ci_req[s]->rq_route.rt_call));
+		return;
+	}
 	circuit_attach(t, rq, s);
+	/* An upload into a direction that finished: its sender re-sends what
+	 * the peer has already (its answer was lost); the bytes are dropped. */
+	up = side == SIDE_CLIENT ? &t->ci_up : &t->ci_down;
+	if ((s == ST_UPSTREAM || s == ST_DOWNSTREAM) && up->pp_eof)
+		rq->rq_discard = 1;
 }
 
 void
@@ -84,9 +190,13 @@ calls_open(struct relay_req *rq)
 			calls_port_list(sv, ports, sizeof(ports));
 			http_reply(rq, 403, "forbidden", "[server %s] may not offer port '%s' "
 			    "(its ports: %s)", sv->sv_name, rt->rt_arg, ports);
+			return;
 		}
+		(void)pairing_instance(rq);
 		return;
 	case CALL_CONNECT:
+		if (calls_segment(rq, 1) == -1)
+			return;
 		if (!config_server_offers(sv, rt->rt_arg)) {
 			http_reply(rq, 404, "unknown_port", "server '%s' has no port '%s'",
 			    sv->sv_name, rt->rt_arg);
@@ -114,10 +224,18 @@ calls_body(struct relay_req *rq, const char *data, size_t *size)
 
 	switch (rq->rq_route.rt_call) {
 	case CALL_DOWNSTREAM:
-		pipe_write(rq, &t->ci_down, data, size);
-		return;
 	case CALL_UPSTREAM:
-		pipe_write(rq, &t->ci_up, data, size);
+		if (rq->rq_discard) {
+			if (t == NULL || t->ci_req[rq->rq_stream] != rq) {
+				rq->rq_abort = 1;
+				return;
+			}
+			rq->rq_last_ms = loop_now_ms();
+			*size = 0;
+			return;
+		}
+		pipe_write(rq, rq->rq_stream == ST_DOWNSTREAM ? &t->ci_down : &t->ci_up,
+		    data, size);
 		return;
 	case CALL_REFUSE:
 		if (!rq->rq_bad_body &&
@@ -145,32 +263,61 @@ calls_body(struct relay_req *rq, const char *data, size_t *size)
 		rq->rq_abort = 1;
 }
 
+/* accept and receive: a download.  The first accept opens the tunnel. */
 static void
-calls_accept(struct relay_req *rq)
+calls_download(struct relay_req *rq)
 {
 	struct circuit *t = rq->rq_circuit;
+	struct pipe *p = rq->rq_stream == ST_ACCEPT ? &t->ci_up : &t->ci_down;
 
 	if (t->ci_state == CS_ENDED) {
 		http_reply(rq, 404, "unknown_connection", "connection %s has ended (the "
 		    "client went away or the accept came too late)", t->ci_idtext);
 		return;
 	}
+	if (t->ci_req[rq->rq_stream] != rq) {
+		rq->rq_abort = 1;   /* cut by a break meanwhile */
+		return;
+	}
+	if (t->ci_state == CS_PAIRED) {
+		http_reply(rq, 200, NULL, NULL);
+		if (rq->rq_answered)
+			circuit_accepted(t);
+		return;
+	}
+	if (p->pp_eof && ring_len(&p->pp_ring) == 0) {
+		/* Everything the peer sent went out already. */
+		rq->rq_eof_answer = 1;
+		http_reply(rq, 200, NULL, NULL);
+		if (!rq->rq_answered)
+			return;
+		p->pp_delivered = 1;
+		circuit_unslot(rq, 1);
+		circuit_check_done(t);
+		return;
+	}
 	http_reply(rq, 200, NULL, NULL);
-	if (rq->rq_answered)
-		circuit_accepted(t);
 }
 
+/* An upload's body ended: a segment leaves its slot for the next one; a
+ * last body also ends its direction (the side finished). */
 static void
 calls_upload_end(struct relay_req *rq)
 {
 	struct circuit *t = rq->rq_circuit;
+	struct pipe *p = rq->rq_stream == ST_DOWNSTREAM ? &t->ci_down : &t->ci_up;
+	int last = !rq->rq_segment && !rq->rq_discard;
 
-	if (t->ci_failed) {
+	if (t->ci_failed || t->ci_req[rq->rq_stream] != rq) {
 		rq->rq_abort = 1;
 		return;
 	}
-	pipe_write_end(rq->rq_stream == ST_DOWNSTREAM ? &t->ci_down : &t->ci_up);
+	if (last)
+		pipe_write_end(p);
 	http_reply(rq, 200, NULL, NULL);
+	circuit_unslot(rq, 0);
+	if (last)
+		circuit_check_done(t);
 }
 
 static int
@@ -255,7 +402,8 @@ calls_final(struct relay_req *rq)
 		pairing_connect(rl, rq);
 		break;
 	case CALL_ACCEPT:
-		calls_accept(rq);
+	case CALL_RECEIVE:
+		calls_download(rq);
 		break;
 	case CALL_DOWNSTREAM:
 	case CALL_UPSTREAM:
@@ -283,5 +431,5 @@ calls_peer_gone(struct relay_req *rq)
 	snprintf(why, sizeof(why), "the %s-proxy closed its %s stream",
 	    route_call_is_server(rq->rq_route.rt_call) ? "server" : "client",
 	    route_call_name(rq->rq_route.rt_call));
-	circuit_fail(t, "stream_closed", 502, "tunnel_failed", why);
+	circuit_stream_failed(rq, "stream_closed", why);
 }

@@ -22,7 +22,7 @@
 enum config_section { SEC_NONE, SEC_RELAY, SEC_SERVER, SEC_CLIENT };
 
 enum setting_type { SET_DURATION, SET_SECONDS, SET_COUNT, SET_SIZE, SET_ONOFF,
-                    SET_ADDRESS };
+                    SET_ADDRESS, SET_PATH };
 
 struct setting {
 	const char        *st_name;
@@ -52,6 +52,13 @@ static const struct setting config_settings[] = {
 	{ "max_refuse_body",      SET_SIZE,     CF(cf_max_refuse_body), 64, 1 * MIB },
 	{ "connection_memory",    SET_SIZE,     CF(cf_connection_memory), 8 * KIB, 64 * MIB },
 	{ "status",               SET_ONOFF,    CF(cf_status), 0, 1 },
+	{ "tls_cert",             SET_PATH,     CF(cf_tls_cert), 0, 0 },
+	{ "tls_key",              SET_PATH,     CF(cf_tls_key), 0, 0 },
+	{ "resume_grace",         SET_DURATION, CF(cf_resume_grace_ms), 100, 86400000 },
+	{ "peer_timeout",         SET_DURATION, CF(cf_peer_timeout_ms), 0, 7 * 86400000ull },
+	{ "segment_bytes",        SET_SIZE,     CF(cf_segment_bytes), 1 * KIB, 1 * GIB },
+	{ "segment_time",         SET_DURATION, CF(cf_segment_time_ms), 1, 60000 },
+	{ "poll_time",            SET_DURATION, CF(cf_poll_time_ms), 1, 3600000 },
 };
 #define NSETTINGS (sizeof(config_settings) / sizeof(config_settings[0]))
 
@@ -245,7 +252,7 @@ config_relay_set(struct config_parse *cp, const char *name, const char *value)
 {
 	struct relay_config *cf = cp->cp_cf;
 	const struct setting *st = NULL;
-	char host[256], port[16], err[RELAY_ERR_MAX], lo[32], hi[32];
+	char host[256], port[16], err[RELAY_ERR_MAX], lo[32], hi[32], **pp;
 	uint64_t v = 0;
 	size_t i;
 
@@ -276,6 +283,16 @@ config_relay_set(struct config_parse *cp, const char *name, const char *value)
 		}
 		free(cf->cf_listen);
 		if ((cf->cf_listen = strdup(value)) == NULL) {
+			config_fail(cp, cp->cp_line, "out of memory");
+			return 0;
+		}
+		return 1;
+	case SET_PATH:
+		/* Read when the relay starts (tls.c), so that a missing file
+		 * is reported with the reason open() gives. */
+		pp = (char **)(void *)((char *)cf + st->st_offset);
+		free(*pp);
+		if ((*pp = strdup(value)) == NULL) {
 			config_fail(cp, cp->cp_line, "out of memory");
 			return 0;
 		}
@@ -638,6 +655,18 @@ config_reader(char *str, int num, void *stream)
 	return str;
 }
 
+/* The line a [relay] setting was given on, 0 if it was not. */
+static int
+config_relay_line(const struct config_parse *cp, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NSETTINGS; i++)
+		if (strcmp(config_settings[i].st_name, name) == 0)
+			return cp->cp_relay_lines[i];
+	return 0;
+}
+
 static void
 config_validate(struct config_parse *cp)
 {
@@ -645,6 +674,16 @@ config_validate(struct config_parse *cp)
 	const struct relay_server *sv;
 	const struct relay_allow *al;
 	size_t i, j, k;
+
+	/* HTTPS needs both files; one alone is a mistake, not plain HTTP. */
+	if ((cf->cf_tls_cert == NULL) != (cf->cf_tls_key == NULL)) {
+		config_fail(cp, config_relay_line(cp, cf->cf_tls_cert != NULL ?
+		    "tls_cert" : "tls_key"), "%s is set but %s is not: HTTPS "
+		    "needs both the certificate and its key (or neither, for "
+		    "plain HTTP)", cf->cf_tls_cert != NULL ? "tls_cert" :
+		    "tls_key", cf->cf_tls_cert != NULL ? "tls_key" : "tls_cert");
+		return;
+	}
 
 	for (i = 0; i < cf->cf_nservers; i++) {
 		sv = &cf->cf_servers[i];
@@ -726,6 +765,11 @@ config_load_stream(FILE *f, const char *name, char *err, size_t errlen)
 	cf->cf_max_pending_connects = CONFIG_DEFAULT_MAX_PENDING;
 	cf->cf_max_refuse_body = CONFIG_DEFAULT_MAX_REFUSE_BODY;
 	cf->cf_connection_memory = CONFIG_DEFAULT_CONNECTION_MEMORY;
+	cf->cf_resume_grace_ms = CONFIG_DEFAULT_RESUME_GRACE_MS;
+	cf->cf_peer_timeout_ms = CONFIG_DEFAULT_PEER_TIMEOUT_MS;
+	cf->cf_segment_bytes = CONFIG_DEFAULT_SEGMENT_BYTES;
+	cf->cf_segment_time_ms = CONFIG_DEFAULT_SEGMENT_TIME_MS;
+	cf->cf_poll_time_ms = CONFIG_DEFAULT_POLL_TIME_MS;
 
 	memset(&cp, 0, sizeof(cp));
 	cp.cp_cf = cf;
@@ -792,6 +836,8 @@ config_free(struct relay_config *cf)
 	}
 	free(cf->cf_clients);
 	free(cf->cf_listen);
+	free(cf->cf_tls_cert);
+	free(cf->cf_tls_key);
 	free(cf);
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +31,10 @@
  * peers (no chunking), which the proxies and nginx never are.  So it is
  * kept small: 4 KiB blocks cost 8 KiB more per idle tunnel for nothing. */
 #define HTTP_STREAM_BLOCK   512
+/* GnuTLS priorities for HTTPS: its NORMAL ciphers, TLS 1.2 and 1.3 only. */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+/* Parked TLS sockets whose peer left, handled per wakeup. */
+#define HTTP_HUP_BATCH      64
 
 static void http_answer(struct relay_req *rq, int status, const char *code,
                         const char *msg);
@@ -40,6 +45,28 @@ static void
 http_common_headers(struct MHD_Response *resp)
 {
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
+}
+
+/* Resumption: the generation a stream request is answered in (its 200s,
+ * and the 409s that tell the proxy which generation to use), and the
+ * end of a finished direction. */
+static void
+http_resume_headers(struct relay_req *rq, struct MHD_Response *resp)
+{
+	char gen[16];
+
+	if (rq->rq_gen != 0) {
+		snprintf(gen, sizeof(gen), "%lu", (unsigned long)rq->rq_gen);
+		MHD_add_response_header(resp, "Postern-Generation", gen);
+	}
+	if (rq->rq_eof_answer)
+		MHD_add_response_header(resp, "Postern-Eof", "1");
+}
+
+const char *
+http_header(struct relay_req *rq, const char *name)
+{
+	return MHD_lookup_connection_value(rq->rq_conn, MHD_HEADER_KIND, name);
 }
 
 int
@@ -54,6 +81,7 @@ http_queue_json(struct relay_req *rq, int status, const char *body)
 		return -1;
 	MHD_add_response_header(resp, "Content-Type", "application/json");
 	http_common_headers(resp);
+	http_resume_headers(rq, resp);
 	r = MHD_queue_response(rq->rq_conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	if (r != MHD_YES)
@@ -73,6 +101,7 @@ http_queue_empty(struct relay_req *rq, int status)
 	if (resp == NULL)
 		return -1;
 	http_common_headers(resp);
+	http_resume_headers(rq, resp);
 	r = MHD_queue_response(rq->rq_conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	if (r != MHD_YES)
@@ -129,8 +158,12 @@ http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	if (t == NULL || rq->rq_abort)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	n = pipe_read(rq, rq->rq_stream == ST_ACCEPT ? &t->ci_up : &t->ci_down, buf, max);
-	if (n == PIPE_EOF)
+	if (n == PIPE_EOF || n == PIPE_END) {
+		/* A clean end: the slot is free for the next download now,
+		 * before the last chunk has gone out. */
+		circuit_unslot(rq, n == PIPE_EOF);
 		return MHD_CONTENT_READER_END_OF_STREAM;
+	}
 	if (n == PIPE_ERROR)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	return (ssize_t)n;
@@ -149,7 +182,8 @@ http_queue_stream(struct relay_req *rq, struct pipe *p)
 	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 	http_common_headers(resp);
-	if (rq->rq_stream == ST_CONNECT)
+	http_resume_headers(rq, resp);
+	if (rq->rq_route.rt_call == CALL_CONNECT)
 		MHD_add_response_header(resp, "Postern-Connection",
 		    rq->rq_circuit->ci_idtext);
 	r = MHD_queue_response(rq->rq_conn, MHD_HTTP_OK, resp);
@@ -158,7 +192,7 @@ http_queue_stream(struct relay_req *rq, struct pipe *p)
 		return -1;
 	rq->rq_answered = 1;
 	rq->rq_streaming = 1;
-	p->pp_reader = rq;
+	pipe_reader_start(rq, p);
 	return 0;
 }
 
@@ -202,21 +236,29 @@ http_answer(struct relay_req *rq, int status, const char *code, const char *msg)
 
 	if (rq->rq_answered)
 		return;
-	if (status == MHD_HTTP_OK && rq->rq_stream == ST_CONNECT &&
+	if (status == MHD_HTTP_OK && rq->rq_route.rt_call == CALL_CONNECT &&
 	    (t == NULL || t->ci_failed)) {
 		status = MHD_HTTP_BAD_GATEWAY;
 		code = "tunnel_failed";
 		msg = "the server-proxy's streams failed before the connection was set up";
+	}
+	/* A stream still attached is answered in the current generation. */
+	if (t != NULL && (ST_BIT(rq->rq_stream) & ST_FOUR) && t->ci_req[rq->rq_stream] == rq)
+		rq->rq_gen = t->ci_gen;
+	else if (status == MHD_HTTP_OK && !rq->rq_eof_answer &&
+	    (rq->rq_stream == ST_CONNECT || rq->rq_stream == ST_ACCEPT)) {
+		rq->rq_abort = 1;   /* a download cut (by a break) meanwhile */
+		return;
 	}
 	http_log_answer(rq, status, msg ? msg : "");
 	if (status >= 400)
 		rc = http_queue_error(rq, status, code, msg);
 	else if (status == MHD_HTTP_OK && rq->rq_route.rt_call == CALL_LISTEN)
 		rc = http_queue_listen(rq);
-	else if (status == MHD_HTTP_OK && rq->rq_stream == ST_CONNECT)
-		rc = http_queue_stream(rq, &t->ci_down);
-	else if (status == MHD_HTTP_OK && rq->rq_stream == ST_ACCEPT)
-		rc = http_queue_stream(rq, &t->ci_up);
+	else if (status == MHD_HTTP_OK && !rq->rq_eof_answer &&
+	    (rq->rq_stream == ST_CONNECT || rq->rq_stream == ST_ACCEPT))
+		rc = http_queue_stream(rq, rq->rq_stream == ST_ACCEPT ? &t->ci_up :
+		    &t->ci_down);
 	else
 		rc = http_queue_empty(rq, status);
 	if (rc == -1) {
@@ -355,6 +397,67 @@ http_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
 
 /* ---- suspend / resume ------------------------------------------------- */
 
+static void http_peer_event(struct loop *l, int fd, int events, void *arg);
+
+/* Watches a parked request's socket for its peer leaving.  Plain HTTP:
+ * readable on the loop, where a peek tells a close (no bytes) from
+ * pipelined bytes.  TLS: the bytes are records that cannot be read
+ * while the connection is suspended, and a polite client (curl) sends a
+ * close_notify alert before its FIN, which the peek would take for
+ * pipelining.  So TLS sockets go into rl_hup_fd for EPOLLRDHUP alone,
+ * which reports the FIN whatever is queued before it. */
+static int
+http_watch(struct relay_req *rq)
+{
+	struct relay *rl = rq->rq_relay;
+	struct epoll_event ev;
+
+	if (rl->rl_hup_fd < 0)
+		return loop_watch(rl->rl_loop, rq->rq_fd, LOOP_READ,
+		    http_peer_event, rq);
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLRDHUP;
+	ev.data.ptr = rq;
+	return epoll_ctl(rl->rl_hup_fd, EPOLL_CTL_ADD, rq->rq_fd, &ev);
+}
+
+static void
+http_unwatch(struct relay_req *rq)
+{
+	struct relay *rl = rq->rq_relay;
+
+	if (!rq->rq_watched)
+		return;
+	rq->rq_watched = 0;
+	if (rl->rl_hup_fd < 0)
+		loop_unwatch(rl->rl_loop, rq->rq_fd);
+	else
+		epoll_ctl(rl->rl_hup_fd, EPOLL_CTL_DEL, rq->rq_fd, NULL);
+}
+
+/* One event at a time: dropping a request may end others, and each one
+ * that ends leaves the set (http_req_free), so no stale one is seen. */
+static void
+http_hup_event(struct loop *l, int fd, int events, void *arg)
+{
+	struct epoll_event ev;
+	struct relay_req *rq;
+	int i;
+
+	(void)l;
+	(void)events;
+	(void)arg;
+	for (i = 0; i < HTTP_HUP_BATCH; i++) {
+		if (epoll_wait(fd, &ev, 1, 0) != 1)
+			return;
+		rq = ev.data.ptr;
+		http_unwatch(rq);
+		log_debug("%s from %s: peer closed while parked", rq->rq_what,
+		    rq->rq_peer);
+		calls_peer_gone(rq);
+	}
+}
+
 static void
 http_peer_event(struct loop *l, int fd, int events, void *arg)
 {
@@ -377,30 +480,22 @@ http_peer_event(struct loop *l, int fd, int events, void *arg)
 void
 http_suspend(struct relay_req *rq, int watch)
 {
-	struct relay *rl = rq->rq_relay;
-
 	if (rq->rq_suspended)
 		return;
 	MHD_suspend_connection(rq->rq_conn);
 	rq->rq_suspended = 1;
 	/* Parked: pairing, accept_timeout or the circuit times it now. */
 	http_conn_untime(rq->rq_rc);
-	if (watch && rq->rq_fd >= 0 &&
-	    loop_watch(rl->rl_loop, rq->rq_fd, LOOP_READ, http_peer_event, rq) == 0)
+	if (watch && rq->rq_fd >= 0 && http_watch(rq) == 0)
 		rq->rq_watched = 1;
 }
 
 void
 http_resume(struct relay_req *rq)
 {
-	struct relay *rl = rq->rq_relay;
-
 	if (!rq->rq_suspended)
 		return;
-	if (rq->rq_watched) {
-		loop_unwatch(rl->rl_loop, rq->rq_fd);
-		rq->rq_watched = 0;
-	}
+	http_unwatch(rq);
 	rq->rq_suspended = 0;
 	MHD_resume_connection(rq->rq_conn);
 	relay_mhd_kick(rq->rq_shard);
@@ -410,12 +505,30 @@ http_resume(struct relay_req *rq)
 		http_conn_time(rq->rq_rc);
 }
 
+/* A tunnel stream is cut with a TCP reset, not a FIN: a middlebox that
+ * speaks HTTP/1.0 to the relay (nginx's default) takes a FIN for the end
+ * of a response of unknown length and ends its own response cleanly, so
+ * the proxy would see a clean end; a reset makes it abort its response.
+ * connect(AF_UNSPEC) resets a TCP connection without closing the
+ * descriptor, which stays libmicrohttpd's to close. */
+static void
+http_reset(struct relay_req *rq)
+{
+	struct sockaddr sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_family = AF_UNSPEC;
+	(void)connect(rq->rq_fd, &sa, sizeof(sa));
+}
+
 void
 http_abort(struct relay_req *rq)
 {
 	if (rq->rq_abort)
 		return;
 	rq->rq_abort = 1;
+	if (rq->rq_fd >= 0 && rq->rq_circuit != NULL && (ST_BIT(rq->rq_stream) & ST_FOUR))
+		http_reset(rq);
 	if (rq->rq_suspended)
 		http_resume(rq);
 	else if (!rq->rq_in_handler && rq->rq_fd >= 0)
@@ -539,7 +652,11 @@ http_first(struct relay_req *rq, const char *url, const char *method)
 		return;
 	}
 	if (ar != AUTH_OK) {
-		http_reply(rq, 401, "unauthenticated", "%s", err);
+		/* A replay has its own code: libcurl re-sends a request whose
+		 * reused connection died under it with the same signed
+		 * headers, and the proxies then sign afresh and go on. */
+		http_reply(rq, 401, ar == AUTH_REPLAY ? "replayed_nonce" :
+		    "unauthenticated", "%s", err);
 		return;
 	}
 	http_identify(rq, pub);
@@ -653,8 +770,7 @@ http_req_free(struct relay_req *rq, int clean, const char *how)
 {
 	struct relay *rl = rq->rq_relay;
 
-	if (rq->rq_watched)
-		loop_unwatch(rl->rl_loop, rq->rq_fd);
+	http_unwatch(rq);
 	loop_timer_stop(rl->rl_loop, &rq->rq_timer);
 	if (rq->rq_port != NULL)
 		pairing_drop(rq);
@@ -696,16 +812,21 @@ http_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 static void
 http_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	struct relay *rl = cls;
 	char line[512];
 	size_t n;
 
-	(void)cls;
-	if (!log_enabled(LOG_DEBUG))
+	if (!log_enabled(LOG_DEBUG) && !rl->rl_starting)
 		return;
 	vsnprintf(line, sizeof(line), fmt, ap);
 	n = strlen(line);
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 		line[--n] = '\0';
+	/* Why a daemon did not start (GnuTLS refusing the certificate or
+	 * key) is only ever said here, in its first message; the ones after
+	 * it say that starting failed. */
+	if (rl->rl_starting && rl->rl_mhd_error[0] == '\0')
+		snprintf(rl->rl_mhd_error, sizeof(rl->rl_mhd_error), "%s", line);
 	log_debug("libmicrohttpd: %s", line);
 }
 
@@ -735,11 +856,67 @@ http_auth_start(struct relay *rl, char *err, size_t errlen)
 }
 
 int
+http_tls_start(struct relay *rl, char *err, size_t errlen)
+{
+	const struct relay_config *cf = rl->rl_cf;
+
+	rl->rl_hup_fd = -1;
+	if (cf->cf_tls_cert == NULL)
+		return 0;
+	if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+		snprintf(err, errlen, "this libmicrohttpd was built without TLS "
+		    "support: serve plain HTTP behind a TLS proxy instead");
+		return -1;
+	}
+	if (tls_load(&rl->rl_tls, cf->cf_tls_cert, cf->cf_tls_key, err,
+	    errlen) == -1)
+		return -1;
+	if ((rl->rl_hup_fd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
+	    loop_watch(rl->rl_loop, rl->rl_hup_fd, LOOP_READ, http_hup_event,
+	    rl) == -1) {
+		snprintf(err, errlen, "cannot set up watching parked TLS "
+		    "connections: %s", strerror(errno));
+		http_tls_stop(rl);
+		return -1;
+	}
+	return 0;
+}
+
+void
+http_tls_stop(struct relay *rl)
+{
+	if (rl->rl_hup_fd >= 0) {
+		loop_unwatch(rl->rl_loop, rl->rl_hup_fd);
+		close(rl->rl_hup_fd);
+	}
+	rl->rl_hup_fd = -1;
+	tls_free(&rl->rl_tls);
+}
+
+int
 http_start(struct relay_shard *sh, char *err, size_t errlen)
 {
 	struct relay *rl = sh->sh_relay;
 	const struct relay_config *cf = rl->rl_cf;
 	const union MHD_DaemonInfo *di;
+	struct MHD_OptionItem tls[4];
+	unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+	    MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG;
+
+	/* HTTPS: each daemon gets the same PEM text; GnuTLS parses it and
+	 * checks that the key belongs to the certificate. */
+	memset(tls, 0, sizeof(tls));
+	tls[0].option = MHD_OPTION_END;
+	if (rl->rl_tls.tl_cert != NULL) {
+		flags |= MHD_USE_TLS;
+		tls[0].option = MHD_OPTION_HTTPS_MEM_CERT;
+		tls[0].ptr_value = rl->rl_tls.tl_cert;
+		tls[1].option = MHD_OPTION_HTTPS_MEM_KEY;
+		tls[1].ptr_value = rl->rl_tls.tl_key;
+		tls[2].option = MHD_OPTION_HTTPS_PRIORITIES;
+		tls[2].ptr_value = (void *)(uintptr_t)HTTP_TLS_PRIORITIES;
+		tls[3].option = MHD_OPTION_END;
+	}
 
 	/* No libmicrohttpd timeouts (0, its default): HTTP connections idle
 	 * between requests, or slow over one, are closed after idle_timeout
@@ -747,9 +924,9 @@ http_start(struct relay_shard *sh, char *err, size_t errlen)
 	 * are timed by the relay.  (A per-connection timeout would put the
 	 * connection on a list libmicrohttpd 0.9.75 walks in full on every
 	 * run.)  No listening socket: relay.c accepts. */
-	sh->sh_mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-	    MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-	    http_access, sh,
+	rl->rl_starting = 1;
+	rl->rl_mhd_error[0] = '\0';
+	sh->sh_mhd = MHD_start_daemon(flags, 0, NULL, NULL, http_access, sh,
 	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, rl,
 	    MHD_OPTION_CONNECTION_LIMIT, rl->rl_max_connections,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cf->cf_connection_memory,
@@ -758,12 +935,25 @@ http_start(struct relay_shard *sh, char *err, size_t errlen)
 	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, sh,
 	    MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, rl,
 	    MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
+	    MHD_OPTION_ARRAY, tls,
 	    MHD_OPTION_END);
-	if (sh->sh_mhd == NULL) {
+	rl->rl_starting = 0;
+	/* The certificate and key are the first daemon's problem; a later
+	 * one fails for other reasons. */
+	if (sh->sh_mhd == NULL && rl->rl_tls.tl_cert != NULL &&
+	    rl->rl_nshards == 0)
+		snprintf(err, errlen, "cannot serve HTTPS with TLS certificate %s "
+		    "and key %s: %s", cf->cf_tls_cert, cf->cf_tls_key,
+		    rl->rl_mhd_error[0] ? rl->rl_mhd_error :
+		    "libmicrohttpd gave no reason");
+	else if (sh->sh_mhd == NULL && rl->rl_mhd_error[0])
+		snprintf(err, errlen, "libmicrohttpd did not start: %s",
+		    rl->rl_mhd_error);
+	else if (sh->sh_mhd == NULL)
 		snprintf(err, errlen, "libmicrohttpd did not start (run with -v -v "
 		    "for its reason)");
+	if (sh->sh_mhd == NULL)
 		return -1;
-	}
 	di = MHD_get_daemon_info(sh->sh_mhd, MHD_DAEMON_INFO_EPOLL_FD);
 	if (di == NULL || di->epoll_fd < 0) {
 		snprintf(err, errlen, "libmicrohttpd has no epoll descriptor");

@@ -19,11 +19,16 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: postern-relay --config relay.ini [--listen HOST:PORT] [-v|-q]...\n"
+	    "usage: postern-relay --config relay.ini [--listen HOST:PORT]\n"
+	    "                     [--tls-cert FILE --tls-key FILE] [-v|-q]...\n"
 	    "\n"
 	    "  -c, --config FILE       relay.ini: settings, server and client keys\n"
 	    "  -l, --listen HOST:PORT  address to serve on (overrides [relay] listen;\n"
 	    "                          port 0 picks a free port)\n"
+	    "      --tls-cert FILE     serve HTTPS with this PEM certificate (chain)\n"
+	    "                          (overrides [relay] tls_cert)\n"
+	    "      --tls-key FILE      ... and this unencrypted PEM private key\n"
+	    "                          (overrides [relay] tls_key)\n"
 	    "  -v, --verbose           more log output (repeat for debug)\n"
 	    "  -q, --quiet             less log output (repeat for errors only)\n"
 	    "  -h, --help              this help\n"
@@ -42,6 +47,21 @@ main_signal(struct loop *l, int fd, int events, void *arg)
 		return;
 	log_info("%s: stopping", strsignal((int)si.ssi_signo));
 	loop_stop(l);
+}
+
+/* A command-line value replaces relay.ini's. */
+static int
+main_override(char **dst, const char *flag)
+{
+	char *c;
+
+	if (flag == NULL)
+		return 0;
+	if ((c = strdup(flag)) == NULL)
+		return -1;
+	free(*dst);
+	*dst = c;
+	return 0;
 }
 
 /* Each tunnel holds several sockets: take all the open-file room the
@@ -64,13 +84,17 @@ main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config",  required_argument, NULL, 'c' },
 		{ "listen",  required_argument, NULL, 'l' },
+		{ "tls-cert", required_argument, NULL, 'C' },
+		{ "tls-key", required_argument, NULL, 'K' },
 		{ "verbose", no_argument,       NULL, 'v' },
 		{ "quiet",   no_argument,       NULL, 'q' },
 		{ "help",    no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *config = NULL, *listen = NULL;
-	char err[RELAY_ERR_MAX], host[256], port[16];
+	const char *config = NULL, *listen = NULL, *tls_cert = NULL, *tls_key = NULL;
+	/* Room for messages that name files (two TLS paths and GnuTLS's
+	 * reason). */
+	char err[4 * RELAY_ERR_MAX + 2 * 1024], host[256], port[16];
 	struct relay_config *cf = NULL;
 	struct relay *rl = NULL;
 	struct loop *l = NULL;
@@ -86,6 +110,12 @@ main(int argc, char **argv)
 			break;
 		case 'l':
 			listen = optarg;
+			break;
+		case 'C':
+			tls_cert = optarg;
+			break;
+		case 'K':
+			tls_key = optarg;
 			break;
 		case 'v':
 			log_adjust(1);
@@ -144,6 +174,21 @@ main(int argc, char **argv)
 			goto done;
 		}
 	}
+	if (main_override(&cf->cf_tls_cert, tls_cert) == -1 ||
+	    main_override(&cf->cf_tls_key, tls_key) == -1) {
+		log_error("out of memory");
+		goto done;
+	}
+	/* relay.ini alone cannot get here with one of them (config.c says
+	 * which line); a flag can. */
+	if ((cf->cf_tls_cert == NULL) != (cf->cf_tls_key == NULL)) {
+		fprintf(stderr, "postern-relay: %s without %s: HTTPS needs both "
+		    "the certificate and its key\n", tls_cert ? "--tls-cert" :
+		    "--tls-key", tls_cert ? "--tls-key" : "--tls-cert");
+		fprintf(stderr, "Try 'postern-relay -h'.\n");
+		rc = 2;
+		goto done;
+	}
 	main_raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&mask);
@@ -166,7 +211,8 @@ main(int argc, char **argv)
 		log_error("%s", err);
 		goto done;
 	}
-	log_info("listening on http://%s (%zu servers, %zu clients)", relay_address(rl),
+	log_info("listening on %s://%s (%zu servers, %zu clients)",
+	    cf->cf_tls_cert != NULL ? "https" : "http", relay_address(rl),
 	    cf->cf_nservers, cf->cf_nclients);
 	if (loop_run(l) == -1) {
 		log_error("event loop failed: %s", strerror(errno));

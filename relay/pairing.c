@@ -4,12 +4,33 @@
  * but one seen within listen_grace (the server-proxy is between two
  * polls), it queues for up to connect_wait; otherwise it is refused at
  * once.  Port entries are made on demand and dropped once empty for
- * longer than the grace, so made-up port names cannot pile up. */
+ * longer than the grace, so made-up port names cannot pile up.
+ *
+ * Newest registration wins: a listen names its server-proxy process
+ * (Postern-Instance).  When a new instance of a server shows up, every
+ * listen of the one before is answered 409 replaced, and so is every
+ * later listen of it (a process that was stopped and resumed, or a
+ * second copy started by mistake): the proxy restarted last takes over
+ * at once.  Listens without the header (older proxies) are anonymous:
+ * they neither replace nor get replaced. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "errbuf.h"
 #include "log.h"
 #include "relay.h"
+
+/* Replaced instances remembered per server, newest first out: one that
+ * comes back after more restarts than this would take over again. */
+#define PAIRING_OLD_INSTANCES 4
+
+/* Per configured server (relay.rl_instances, indexed like cf_servers). */
+struct relay_instance {
+	uint32_t in_serial;        /* of in_token; 0: none seen yet */
+	char     in_token[RELAY_NAME_MAX + 1];
+	char     in_old[PAIRING_OLD_INSTANCES][RELAY_NAME_MAX + 1];
+	unsigned in_next_old;      /* where the next replaced one goes */
+};
 
 static void pairing_gc(struct loop *l, void *arg);
 
@@ -140,12 +161,109 @@ pairing_connect_timeout(struct loop *l, void *arg)
 	    (unsigned long long)cf->cf_connect_wait_ms);
 }
 
+static struct relay_instance *
+pairing_instances(struct relay *rl, const struct relay_server *sv)
+{
+	const struct relay_config *cf = rl->rl_cf;
+
+	if (rl->rl_instances == NULL &&
+	    (rl->rl_instances = calloc(cf->cf_nservers, sizeof(*rl->rl_instances))) == NULL)
+		return NULL;
+	return &rl->rl_instances[sv - cf->cf_servers];
+}
+
+static void
+pairing_replaced(struct relay_req *rq)
+{
+	http_reply(rq, 409, "replaced", "another postern-server with the same key "
+	    "registered server '%s'; this one was replaced", rq->rq_server->sv_name);
+}
+
+/* Answers every outstanding listen of the instance serial of sv. */
+static unsigned
+pairing_replace(struct relay *rl, const struct relay_server *sv, uint32_t serial)
+{
+	struct relay_port *po;
+	struct relay_req *l, *next;
+	unsigned n = 0;
+
+	LIST_FOREACH(po, &rl->rl_ports, po_entry) {
+		if (po->po_server != sv)
+			continue;
+		for (l = TAILQ_FIRST(&po->po_listens); l != NULL; l = next) {
+			next = TAILQ_NEXT(l, rq_wait);
+			if (l->rq_instance != serial)
+				continue;
+			pairing_drop(l);
+			pairing_replaced(l);
+			n++;
+		}
+	}
+	return n;
+}
+
+int
+pairing_instance(struct relay_req *rq)
+{
+	struct relay *rl = rq->rq_relay;
+	const struct relay_server *sv = rq->rq_server;
+	const char *token = http_header(rq, "Postern-Instance");
+	struct relay_instance *in;
+	char q[ERRBUF_QUOTE_MAX + 4];
+	unsigned i, n;
+
+	rq->rq_instance = 0;
+	if (token == NULL)
+		return 0;
+	if (!route_name_valid(token, strlen(token))) {
+		errbuf_quote(token, strlen(token), q);
+		http_reply(rq, 400, "bad_request", "bad Postern-Instance header '%s': "
+		    "use 1 to %d characters from A-Z a-z 0-9 . _ -", q, RELAY_NAME_MAX);
+		return -1;
+	}
+	if ((in = pairing_instances(rl, sv)) == NULL) {
+		http_reply(rq, 503, "busy", "the relay is out of memory");
+		return -1;
+	}
+	if (in->in_serial != 0 && strcmp(in->in_token, token) == 0) {
+		rq->rq_instance = in->in_serial;
+		return 0;
+	}
+	for (i = 0; i < PAIRING_OLD_INSTANCES; i++)
+		if (strcmp(in->in_old[i], token) == 0) {
+			pairing_replaced(rq);
+			return -1;
+		}
+	n = 0;
+	if (in->in_serial != 0) {
+		snprintf(in->in_old[in->in_next_old], sizeof(in->in_old[0]), "%s",
+		    in->in_token);
+		in->in_next_old = (in->in_next_old + 1) % PAIRING_OLD_INSTANCES;
+		n = pairing_replace(rl, sv, in->in_serial);
+		log_info("server '%s': a new postern-server instance registered from %s; "
+		    "the previous one is replaced (%u listens answered 409)",
+		    sv->sv_name, rq->rq_peer, n);
+	}
+	snprintf(in->in_token, sizeof(in->in_token), "%s", token);
+	if (++in->in_serial == 0)
+		in->in_serial = 1;
+	rq->rq_instance = in->in_serial;
+	return 0;
+}
+
 void
 pairing_listen(struct relay *rl, struct relay_req *rq)
 {
 	struct relay_port *po;
 	struct relay_req *c;
+	struct relay_instance *in;
 
+	/* Replaced between its headers and now. */
+	if (rq->rq_instance != 0 && (in = pairing_instances(rl, rq->rq_server)) != NULL &&
+	    in->in_serial != rq->rq_instance) {
+		pairing_replaced(rq);
+		return;
+	}
 	po = pairing_port(rl, rq->rq_server, rq->rq_route.rt_arg, 1);
 	if (po == NULL) {
 		http_reply(rq, 503, "busy", "the relay is out of memory");
@@ -216,4 +334,6 @@ pairing_free_all(struct relay *rl)
 
 	while ((po = LIST_FIRST(&rl->rl_ports)) != NULL)
 		pairing_port_free(po);
+	free(rl->rl_instances);
+	rl->rl_instances = NULL;
 }

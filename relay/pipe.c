@@ -1,4 +1,4 @@
-/* One direction of a tunnel: an upload body in, a streaming response out.
+/* One direction of a tunnel: upload bodies in, response bodies out.
  *
  * Backpressure invariant: the ring never holds more than pipe_buffer
  * bytes.  A writer whose data does not fit leaves the rest with
@@ -6,7 +6,13 @@
  * the reader resumes it once the ring is half empty.  A reader that finds
  * the ring empty is suspended (returning 0 without suspending would make
  * libmicrohttpd call it again at once, a busy loop) and the writer resumes
- * it when bytes arrive. */
+ * it when bytes arrive.
+ *
+ * Writers and readers come and go: after a break the pipe is emptied
+ * (the sending proxy still holds every unacknowledged byte and sends it
+ * again), and a download segment ends after a bounded number of bytes or
+ * time.  The relay never looks inside the frames beyond counting their
+ * payload for its log. */
 #include <string.h>
 
 #include "log.h"
@@ -28,6 +34,19 @@ pipe_free(struct relay *rl, struct pipe *p)
 	ring_free(&p->pp_ring);
 	mproxy_decoder_free(p->pp_dec);
 	p->pp_dec = NULL;
+}
+
+void
+pipe_empty(struct relay *rl, struct pipe *p)
+{
+	rl->rl_buffered -= ring_len(&p->pp_ring);
+	ring_free(&p->pp_ring);
+	/* The next body starts at a frame boundary; the one cut may have
+	 * stopped inside a frame. */
+	if (p->pp_dec != NULL) {
+		mproxy_decoder_free(p->pp_dec);
+		p->pp_dec = mproxy_decoder_new(MPROXY_PIECES, 0);
+	}
 }
 
 uint64_t
@@ -74,7 +93,8 @@ pipe_write(struct relay_req *rq, struct pipe *p, const char *data, size_t *size)
 	struct circuit *t = rq->rq_circuit;
 	size_t n;
 
-	if (t == NULL || t->ci_state == CS_ENDED) {
+	/* Cut by a break, or the circuit ended: nobody takes these. */
+	if (t == NULL || t->ci_state == CS_ENDED || p->pp_writer != rq) {
 		rq->rq_abort = 1;
 		return;
 	}
@@ -89,6 +109,7 @@ pipe_write(struct relay_req *rq, struct pipe *p, const char *data, size_t *size)
 	*size -= n;
 	rl->rl_buffered += n;
 	if (n > 0) {
+		rq->rq_last_ms = loop_now_ms();
 		circuit_activity(t);
 		if (p->pp_reader != NULL && p->pp_reader->rq_suspended)
 			http_resume(p->pp_reader);
@@ -105,6 +126,31 @@ pipe_write_end(struct pipe *p)
 		http_resume(p->pp_reader);
 }
 
+/* A download segment's poll_time (no byte yet) or segment_time (since
+ * its first byte) passed: it ends at the reader's next call. */
+static void
+pipe_segment_timer(struct loop *l, void *arg)
+{
+	struct relay_req *rq = arg;
+
+	(void)l;
+	rq->rq_seg_over = 1;
+	if (rq->rq_suspended)
+		http_resume(rq);
+}
+
+void
+pipe_reader_start(struct relay_req *rq, struct pipe *p)
+{
+	struct relay *rl = rq->rq_relay;
+
+	p->pp_reader = rq;
+	if (!rq->rq_segment)
+		return;
+	loop_timer_init(&rq->rq_timer, pipe_segment_timer, rq);
+	loop_timer_start(rl->rl_loop, &rq->rq_timer, rl->rl_cf->cf_poll_time_ms);
+}
+
 long
 pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max)
 {
@@ -113,20 +159,38 @@ pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max)
 	struct relay_req *w;
 	size_t n;
 
-	if (t == NULL || t->ci_failed || rq->rq_abort)
+	if (t == NULL || t->ci_failed || rq->rq_abort || p->pp_reader != rq)
 		return PIPE_ERROR;
+	if (p->pp_eof && ring_len(&p->pp_ring) == 0)
+		return PIPE_EOF;
+	if (rq->rq_segment) {
+		if (rq->rq_seg_over || rq->rq_seg_left == 0)
+			return PIPE_END;
+		if (max > rq->rq_seg_left)
+			max = (size_t)rq->rq_seg_left;
+	}
 	n = ring_read(&p->pp_ring, buf, max);
 	if (n > 0) {
 		rl->rl_buffered -= n;
 		circuit_activity(t);
+		if (rq->rq_segment) {
+			rq->rq_seg_left -= n;
+			if (!rq->rq_seg_started) {
+				rq->rq_seg_started = 1;
+				loop_timer_start(rl->rl_loop, &rq->rq_timer,
+				    rl->rl_cf->cf_segment_time_ms);
+			}
+		}
 		w = p->pp_writer;
 		if (w != NULL && w->rq_suspended &&
-		    ring_len(&p->pp_ring) <= p->pp_ring.r_cap / 2)
+		    ring_len(&p->pp_ring) <= p->pp_ring.r_cap / 2) {
+			/* Read again from now: peer_timeout counts from here. */
+			w->rq_last_ms = loop_now_ms();
 			http_resume(w);
+			circuit_schedule(t);
+		}
 		return (long)n;
 	}
-	if (p->pp_eof)
-		return PIPE_EOF;
 	http_suspend(rq, 1);
 	return 0;
 }

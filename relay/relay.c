@@ -313,6 +313,7 @@ relay_new(struct loop *l, const struct relay_config *cf, char *err, size_t errle
 	rl->rl_cf = cf;
 	rl->rl_loop = l;
 	rl->rl_listen_fd = -1;
+	rl->rl_hup_fd = -1;
 	LIST_INIT(&rl->rl_ports);
 	LIST_INIT(&rl->rl_reqs);
 	LIST_INIT(&rl->rl_circuits);
@@ -324,6 +325,8 @@ relay_new(struct loop *l, const struct relay_config *cf, char *err, size_t errle
 		goto fail;
 	}
 	if (http_auth_start(rl, err, errlen) == -1)
+		goto fail;
+	if (http_tls_start(rl, err, errlen) == -1)
 		goto fail;
 	for (i = 0; i < RELAY_SHARDS; i++) {
 		sh = &rl->rl_shards[i];
@@ -413,6 +416,7 @@ relay_free(struct relay *rl)
 		sh->sh_kick = 0;
 	}
 	loop_timer_stop(rl->rl_loop, &rl->rl_kick_timer);
+	http_tls_stop(rl);
 	if (!LIST_EMPTY(&rl->rl_reqs) || !LIST_EMPTY(&rl->rl_circuits))
 		log_warn("relay stopped with requests or tunnels left over");
 	pairing_free_all(rl);

@@ -67,6 +67,14 @@ struct relay_config {
 	uint64_t cf_max_refuse_body;
 	uint64_t cf_connection_memory;
 	int      cf_status;               /* GET /v1/status served */
+	char    *cf_tls_cert;             /* PEM file; NULL: plain HTTP */
+	char    *cf_tls_key;              /* PEM file; set with cf_tls_cert */
+	/* Resuming tunnels (docs/protocol.md, "Resuming tunnels"). */
+	uint64_t cf_resume_grace_ms;      /* a side away this long: peer_lost */
+	uint64_t cf_peer_timeout_ms;      /* a silent upload breaks; 0 = off */
+	uint64_t cf_segment_bytes;        /* most bytes of a download segment */
+	uint64_t cf_segment_time_ms;      /* a segment's life from its first byte */
+	uint64_t cf_poll_time_ms;         /* a segment with no byte ends then */
 	struct relay_server *cf_servers;
 	size_t   cf_nservers;
 	struct relay_client *cf_clients;
@@ -88,6 +96,11 @@ struct relay_config {
 #define CONFIG_DEFAULT_MAX_PENDING       1024
 #define CONFIG_DEFAULT_MAX_REFUSE_BODY   4096
 #define CONFIG_DEFAULT_CONNECTION_MEMORY 12288
+#define CONFIG_DEFAULT_RESUME_GRACE_MS   30000
+#define CONFIG_DEFAULT_PEER_TIMEOUT_MS   60000
+#define CONFIG_DEFAULT_SEGMENT_BYTES     262144
+#define CONFIG_DEFAULT_SEGMENT_TIME_MS   200
+#define CONFIG_DEFAULT_POLL_TIME_MS      20000
 
 /* Both return NULL with err ("relay.ini:7: unknown key 'lsten' in
  * [relay]") on any problem; name is the file name used in messages. */
@@ -108,6 +121,27 @@ int config_client_may(const struct relay_client *cl, const char *server,
 int config_split_hostport(const char *s, char *host, size_t hostlen,
                           char *port, size_t portlen, char *err, size_t errlen);
 
+/* ---- tls.c: the certificate and key for HTTPS ---------------------- */
+
+/* Largest certificate or key file read: a chain and its key take a few
+ * KiB. */
+#define TLS_FILE_MAX (256 * 1024)
+
+struct relay_tls {
+	char    *tl_cert;     /* PEM text, NUL-terminated; NULL: plain HTTP */
+	char    *tl_key;      /* PEM text, NUL-terminated; wiped when freed */
+	size_t   tl_key_len;
+};
+
+/* Reads both files and checks that they hold what they should (PEM
+ * certificates; one unencrypted PEM private key; base64 that decodes).
+ * 0, or -1 with err naming the file and what is wrong with it.  Whether
+ * the key belongs to the certificate is checked by GnuTLS when the
+ * daemons start (http_start). */
+int  tls_load(struct relay_tls *tl, const char *cert_path,
+              const char *key_path, char *err, size_t errlen);
+void tls_free(struct relay_tls *tl);
+
 /* ---- route.c: which call a request is ------------------------------ */
 
 enum relay_call {
@@ -117,6 +151,7 @@ enum relay_call {
 	CALL_REFUSE,
 	CALL_CONNECT,
 	CALL_UPSTREAM,
+	CALL_RECEIVE,      /* the client's download after its first */
 	CALL_STATUS,
 };
 
@@ -158,11 +193,15 @@ struct MHD_Daemon;
 struct auth_verifier;
 struct mproxy_decoder;
 
-/* A circuit's requests, one slot each. */
+/* A circuit's requests, one slot each.  The four stream slots hold at
+ * most one request of the current generation each; a stream may be
+ * re-issued (after a break, or segment after segment) once its slot is
+ * free. */
 enum relay_stream {
 	ST_LISTEN = 0,   /* the listen that returned the ID */
-	ST_CONNECT,      /* client; its response carries the downstream pipe */
-	ST_ACCEPT,       /* server; its response carries the upstream pipe */
+	ST_CONNECT,      /* client download (connect, then receive): the
+	                  * downstream pipe */
+	ST_ACCEPT,       /* server download: the upstream pipe */
 	ST_DOWNSTREAM,   /* server upload into the downstream pipe */
 	ST_UPSTREAM,     /* client upload into the upstream pipe */
 	ST_REFUSE,
@@ -180,7 +219,11 @@ struct pipe {
 	struct ring        pp_ring;
 	struct relay_req  *pp_writer;
 	struct relay_req  *pp_reader;
-	int                pp_eof;      /* the writer's body ended cleanly */
+	unsigned           pp_eof:1;    /* the writer finished (a last body
+	                                 * ended cleanly): for good */
+	unsigned           pp_delivered:1;  /* EOF reached the reader: the
+	                                 * download that ended there completed,
+	                                 * or a Postern-Eof answer went out */
 	uint64_t           pp_bytes;    /* body bytes in */
 	/* Frames are the proxies' business; the relay only walks their
 	 * headers to log payload bytes as the proxies do.  NULL once the
@@ -190,6 +233,9 @@ struct pipe {
 };
 
 enum circuit_state { CS_PAIRED, CS_OPEN, CS_ENDED };
+
+/* The two proxies of a tunnel. */
+enum circuit_side { SIDE_CLIENT = 0, SIDE_SERVER, SIDE_COUNT };
 
 /* The relay's side of one tunnel: everything a connection ID names. */
 struct circuit {
@@ -203,12 +249,20 @@ struct circuit {
 	int                ci_failed;
 	struct relay_req  *ci_req[ST_COUNT];
 	unsigned           ci_opened;   /* ST_BIT: stream ever opened */
-	unsigned           ci_done;     /* ST_BIT: stream completed cleanly */
+	unsigned           ci_refs;     /* requests pointing here (slotted or
+	                                 * finishing after they left a slot) */
+	uint32_t           ci_gen;      /* current generation, from 1 */
 	struct pipe        ci_up;       /* upstream body -> accept response */
 	struct pipe        ci_down;     /* downstream body -> connect response */
-	struct loop_timer  ci_timer;    /* accept_timeout, then idle_timeout */
+	/* One timer for every deadline: accept_timeout while PAIRED, then
+	 * idle_timeout, resume_grace per side and peer_timeout per upload;
+	 * it fires at the earliest and re-arms for the next. */
+	struct loop_timer  ci_timer;
+	uint64_t           ci_due;      /* when ci_timer fires (armed) */
 	uint64_t           ci_start_ms;
 	uint64_t           ci_active_ms;
+	uint64_t           ci_away_ms[SIDE_COUNT];  /* no stream since; 0: one
+	                                 * is attached */
 	LIST_ENTRY(circuit) ci_entry;
 };
 
@@ -280,9 +334,24 @@ struct relay_req {
 	unsigned           rq_counted:1;        /* in rl_npending */
 	unsigned           rq_streaming:1;      /* its response is a pipe's reader */
 	unsigned           rq_bad_body:1;       /* a body where none belongs */
+	unsigned           rq_segment:1;        /* Postern-Segment: a segment */
+	unsigned           rq_seg_started:1;    /* a download segment's first byte */
+	unsigned           rq_seg_over:1;       /* its segment_time/poll_time passed */
+	unsigned           rq_at_eof:1;         /* a download that ended at EOF */
+	unsigned           rq_eof_answer:1;     /* answered 200 Postern-Eof: 1 */
+	unsigned           rq_discard:1;        /* an upload into a finished
+	                                         * direction: its bytes are dropped */
+	uint32_t           rq_gen;              /* Postern-Generation asked, then
+	                                         * the one answered */
+	uint32_t           rq_instance;         /* listen: its server-proxy instance
+	                                         * (pairing.c); 0: anonymous */
+	uint64_t           rq_seg_left;         /* download segment: bytes left */
+	uint64_t           rq_last_ms;          /* upload: last byte (peer_timeout) */
 	/* listens and connects waiting in a port's queue */
 	struct relay_port *rq_port;
 	TAILQ_ENTRY(relay_req) rq_wait;
+	/* their connect_wait or listen_timeout; a download segment's
+	 * poll_time, then segment_time */
 	struct loop_timer  rq_timer;
 	/* the answer decided while suspended: "CODE\0MESSAGE", allocated
 	 * only for answers that carry text (most parked answers are 200s, and
@@ -310,6 +379,8 @@ struct relay {
 	struct auth_verifier *rl_auth;
 	struct idtable    *rl_ids;
 	LIST_HEAD(, relay_port) rl_ports;
+	struct relay_instance *rl_instances;  /* per configured server, made
+	                                       * on first use (pairing.c) */
 	LIST_HEAD(, relay_req)  rl_reqs;
 	LIST_HEAD(, circuit)     rl_circuits;
 	size_t             rl_ncircuits;
@@ -318,6 +389,15 @@ struct relay {
 	uint64_t           rl_buffered;      /* bytes in all pipes */
 	unsigned           rl_max_connections;
 	int                rl_stopping;
+	/* HTTPS (http.c): the certificate and key given to every daemon,
+	 * and an epoll set of parked TLS sockets watched for EPOLLRDHUP
+	 * (-1 for plain HTTP). */
+	struct relay_tls   rl_tls;
+	int                rl_hup_fd;
+	/* libmicrohttpd's last message while the daemons start: the reason
+	 * GnuTLS refused a certificate or key. */
+	int                rl_starting;
+	char               rl_mhd_error[RELAY_ERR_MAX];
 };
 
 /* Starts listening (the address in cf->cf_listen) and registers with the
@@ -342,6 +422,11 @@ void relay_conn_closed(struct relay *rl);
 int  http_start(struct relay_shard *sh, char *err, size_t errlen);
 /* The nonce store and signature checks, once for all shards. */
 int  http_auth_start(struct relay *rl, char *err, size_t errlen);
+/* HTTPS when cf_tls_cert is set: reads and checks the certificate and
+ * key (before the shards start, which then serve TLS).  0 or -1 with
+ * err.  http_tls_stop() after the daemons stopped. */
+int  http_tls_start(struct relay *rl, char *err, size_t errlen);
+void http_tls_stop(struct relay *rl);
 void http_suspend(struct relay_req *rq, int watch);
 void http_resume(struct relay_req *rq);
 /* Answers now when inside rq's handler, else parks the answer and
@@ -353,6 +438,8 @@ void http_abort(struct relay_req *rq);
 /* Streams of a circuit are timed by the circuit (idle_timeout over both
  * directions), not by their connection's timer. */
 void http_untimed(struct relay_req *rq);
+/* A request header's value, or NULL. */
+const char *http_header(struct relay_req *rq, const char *name);
 int  http_queue_json(struct relay_req *rq, int status, const char *body);
 int  http_queue_stream(struct relay_req *rq, struct pipe *p);
 
@@ -364,6 +451,9 @@ void calls_final(struct relay_req *rq);
 void calls_peer_gone(struct relay_req *rq);
 
 /* pairing.c */
+/* A listen's Postern-Instance (newest registration wins): 0, or -1 when
+ * rq was answered (400 for a bad token, 409 replaced). */
+int  pairing_instance(struct relay_req *rq);
 void pairing_listen(struct relay *rl, struct relay_req *rq);
 void pairing_connect(struct relay *rl, struct relay_req *rq);
 void pairing_drop(struct relay_req *rq);
@@ -375,6 +465,26 @@ struct circuit *circuit_new(struct relay *rl, struct relay_req *listen,
 void circuit_attach(struct circuit *t, struct relay_req *rq, enum relay_stream s);
 /* rq's request ended (clean: completed normally; how: in words). */
 void circuit_detach(struct relay_req *rq, int clean, const char *how);
+/* rq leaves its slot but stays referenced until it completes: an upload
+ * whose body ended, a download that reached its end (at_eof: the end of
+ * the direction), so the next request of that stream finds the slot
+ * free. */
+void circuit_unslot(struct relay_req *rq, int at_eof);
+/* A stream request of generation gen (> ci_gen) from side: a proxy saw a
+ * break.  Cuts the streams attached, empties the pipes, moves to gen. */
+void circuit_resume(struct circuit *t, uint32_t gen, enum circuit_side side);
+/* rq, attached, failed at the relay (why: in words): on an OPEN circuit
+ * a break (the others are cut, the generation moves on); before accept
+ * the circuit fails with reason. */
+void circuit_stream_failed(struct relay_req *rq, const char *reason,
+                           const char *why);
+/* Ends the circuit "done" once both sides finished and both directions
+ * were delivered. */
+void circuit_check_done(struct circuit *t);
+/* A deadline may have moved earlier (an upload attached or resumed, a
+ * side left): re-arm the circuit's timer if so. */
+void circuit_schedule(struct circuit *t);
+enum circuit_side circuit_side_of(enum relay_stream s);
 void circuit_accepted(struct circuit *t);
 /* Ends a circuit that failed.  reason is one word for the log
  * (accept_timeout, idle_timeout, stream_failed, ...), why says what
@@ -387,10 +497,17 @@ void circuit_end(struct circuit *t, const char *reason, const char *detail);
 void circuit_activity(struct circuit *t);
 
 /* pipe.c: pipe_read returns bytes, 0 (parked until the writer adds
- * some), PIPE_EOF or PIPE_ERROR. */
+ * some), PIPE_EOF (the direction ended and is drained), PIPE_END (rq's
+ * download segment is over) or PIPE_ERROR. */
 #define PIPE_EOF   (-1L)
 #define PIPE_ERROR (-2L)
+#define PIPE_END   (-3L)
 void pipe_init(struct pipe *p, size_t cap);
+/* Drops the bytes held (a break: their senders still have them); the
+ * writer's EOF stays. */
+void pipe_empty(struct relay *rl, struct pipe *p);
+/* rq's response starts reading p: a segment's poll_time starts. */
+void pipe_reader_start(struct relay_req *rq, struct pipe *p);
 /* Payload bytes of data frames through p (body bytes if undecodable). */
 uint64_t pipe_payload(const struct pipe *p);
 void pipe_free(struct relay *rl, struct pipe *p);

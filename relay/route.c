@@ -14,6 +14,7 @@ static const struct {
 	{ "refuse",     CALL_REFUSE },
 	{ "connect",    CALL_CONNECT },
 	{ "upstream",   CALL_UPSTREAM },
+	{ "receive",    CALL_RECEIVE },
 };
 #define NCALLS (sizeof(route_calls) / sizeof(route_calls[0]))
 
@@ -126,6 +127,6 @@ notfound:
 	*code = "not_found";
 	snprintf(err, errlen, "no such relay call; calls are POST "
 	    "/v1/s/SERVER/{listen,connect}/PORT and "
-	    "/v1/s/SERVER/{accept,downstream,refuse,upstream}/ID");
+	    "/v1/s/SERVER/{accept,downstream,refuse,upstream,receive}/ID");
 	return 404;
 }

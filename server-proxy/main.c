@@ -22,6 +22,7 @@ s_new(struct loop *l, const void *o, const struct key *k, char *err,
 }
 static void s_shutdown(void *s) { server_shutdown(s); }
 static void s_free(void *s) { server_free(s); }
+static int s_status(void *s) { return server_exit_status(s); }
 
 int
 main(int argc, char **argv)
@@ -29,7 +30,7 @@ main(int argc, char **argv)
 	struct server_options so;
 	const struct proxymain_ops ops = {
 		"postern-server", &so, s_init, s_opts_free, s_parse,
-		s_settings, server_usage, s_new, s_shutdown, s_free,
+		s_settings, server_usage, s_new, s_shutdown, s_free, s_status,
 	};
 
 	return proxymain_run(&ops, argc, argv);

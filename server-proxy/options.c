@@ -12,6 +12,7 @@ server_options_init(struct server_options *so)
 	memset(so, 0, sizeof(*so));
 	proxy_settings_init(&so->so_ps);
 	so->so_listens_per_port = SERVER_DEFAULT_LISTENS_PER_PORT;
+	so->so_replaced_grace_ms = SERVER_DEFAULT_REPLACED_GRACE_MS;
 }
 
 void
@@ -131,6 +132,13 @@ set_listens(void *cfg, const char *v, char *err, size_t errlen)
 	return 0;
 }
 
+static int
+set_replaced_grace(void *cfg, const char *v, char *err, size_t errlen)
+{
+	return popt_seconds(v, 3600, 1, &SO(cfg)->so_replaced_grace_ms, err,
+	    errlen);
+}
+
 static const struct popt server_opts[] = {
 	{ "name", 0, POPT_VALUE, set_name, NULL, "NAME",
 	  "this server's name in the relay config (required)" },
@@ -140,6 +148,10 @@ static const struct popt server_opts[] = {
 	  "repeatable (required)" },
 	{ "listens_per_port", 0, POPT_VALUE, set_listens, NULL, "N",
 	  "listens kept outstanding per port (2)" },
+	{ "replaced_grace", 0, POPT_VALUE, set_replaced_grace, NULL, "S",
+	  "once another postern-server with this key took over the name, "
+	  "open tunnels may finish for this long before the process exits "
+	  "with status 1; 0 ends them at once (30)" },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL },
 };
 

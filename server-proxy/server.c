@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "curlloop.h"
 #include "log.h"
@@ -99,6 +100,13 @@ struct server {
 	int                   sv_relay_down;
 	char                  sv_relay_problem[CURL_ERROR_SIZE];
 	int                   sv_stopping;
+	int                   sv_fallback;   /* auto found streams blocked */
+	/* Sent as Postern-Instance on every listen: the relay answers the
+	 * listens of an older instance of this server 409 replaced. */
+	char                  sv_instance[SERVER_INSTANCE_LEN + 1];
+	char                  sv_instance_hdr[SERVER_INSTANCE_LEN + 32];
+	int                   sv_replaced;   /* another instance took over */
+	struct loop_timer     sv_drain;      /* replaced_grace, then exit */
 };
 
 uint64_t
@@ -109,6 +117,30 @@ server_backoff_next(uint64_t prev_ms)
 	if (prev_ms >= SERVER_BACKOFF_MAX_MS / 2)
 		return SERVER_BACKOFF_MAX_MS;
 	return prev_ms * 2;
+}
+
+/* Full jitter: proxies that lost the same relay at the same moment do not
+ * come back in step.  The floor keeps a retry from following a failure
+ * back to back. */
+uint64_t
+server_backoff_jitter(uint64_t ceiling_ms, uint32_t r)
+{
+	if (ceiling_ms > SERVER_BACKOFF_MAX_MS)
+		ceiling_ms = SERVER_BACKOFF_MAX_MS;
+	if (ceiling_ms <= SERVER_BACKOFF_FLOOR_MS)
+		return SERVER_BACKOFF_FLOOR_MS;
+	return SERVER_BACKOFF_FLOOR_MS +
+	    (uint64_t)r % (ceiling_ms - SERVER_BACKOFF_FLOOR_MS + 1);
+}
+
+void
+server_instance_token(char *out, size_t outlen)
+{
+	unsigned char raw[SERVER_INSTANCE_RAW];
+
+	randombytes_buf(raw, sizeof(raw));
+	sodium_bin2base64(out, outlen, raw, sizeof(raw),
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
 static size_t
@@ -124,6 +156,7 @@ server_keep_body(char *p, size_t size, size_t nmemb, char *buf, size_t *len)
 }
 
 static void server_poll_start(struct server_poll *p);
+static void server_drained(struct server *sv);
 
 /* The connection a listen brought has been accepted (or has failed):
  * the listen goes out again now. */
@@ -185,18 +218,31 @@ server_tunnel_closed(struct tunnel *t, const char *reason, void *arg)
 	 * up is what reached the target, down what came back. */
 	log_msg(strcmp(reason, "done") == 0 ? LOG_INFO : LOG_WARN,
 		    "tunnel closed id=%s %s/%s up=%llu down=%llu "
-	    "duration=%llu.%03llus reason=%s", tunnel_id(t),
+	    "duration=%llu.%03llus gen=%llu resent=%llu%s reason=%s", tunnel_id(t),
 	    st->st_sv->sv_opt->so_name, st->st_port->sp_cfg->se_port,
 	    (unsigned long long)ts.ts_down, (unsigned long long)ts.ts_up,
 	    (unsigned long long)(ts.ts_ms / 1000),
-	    (unsigned long long)(ts.ts_ms % 1000), reason);
+	    (unsigned long long)(ts.ts_ms % 1000), (unsigned long long)ts.ts_gen,
+	    (unsigned long long)ts.ts_resent, ts.ts_segmented ? " segmented" : "",
+	    reason);
 	LIST_REMOVE(st, st_link);
 	st->st_sv->sv_count--;
+	server_drained(st->st_sv);
 	free(st);
 }
 
+static void
+server_tunnel_note(struct tunnel *t, const char *what, void *arg)
+{
+	struct server_tunnel *st = arg;
+
+	log_info("tunnel id=%s %s/%s: %s", tunnel_id(t),
+	    st->st_sv->sv_opt->so_name, st->st_port->sp_cfg->se_port, what);
+}
+
 static const struct tunnel_cbs server_tunnel_cbs = {
-	server_tunnel_open, server_tunnel_closed, server_tunnel_accepted
+	server_tunnel_open, server_tunnel_closed, server_tunnel_accepted,
+	server_tunnel_note
 };
 
 /* ---- dials and refusals ------------------------------------------------ */
@@ -219,6 +265,7 @@ server_dial_free(struct server_dial *d)
 	curl_slist_free_all(d->dl_hdrs);
 	LIST_REMOVE(d, dl_link);
 	sv->sv_count--;
+	server_drained(sv);
 	free(d);
 }
 
@@ -502,7 +549,8 @@ server_poll_retry(struct server_poll *p)
 	if (loop_now_ms() - p->lp_started >= SERVER_BACKOFF_MAX_MS)
 		p->lp_backoff_ms = 0;
 	p->lp_backoff_ms = server_backoff_next(p->lp_backoff_ms);
-	loop_timer_start(sv->sv_loop, &p->lp_retry, p->lp_backoff_ms);
+	loop_timer_start(sv->sv_loop, &p->lp_retry,
+	    server_backoff_jitter(p->lp_backoff_ms, randombytes_random()));
 }
 
 static void
@@ -537,6 +585,74 @@ server_poll_answer(struct server_poll *p)
 	json_decref(j);
 }
 
+/* 1 when an error body is JSON whose "code" is code. */
+static void server_poll_stop(struct server *sv, struct server_poll *p);
+
+static void
+server_drained(struct server *sv)
+{
+	if (!sv->sv_replaced || sv->sv_stopping || sv->sv_count != 0)
+		return;
+	loop_timer_stop(sv->sv_loop, &sv->sv_drain);
+	log_info("%s: no tunnels left; exiting", sv->sv_opt->so_name);
+	loop_stop(sv->sv_loop);
+}
+
+static void
+server_drain_timeout(struct loop *l, void *arg)
+{
+	struct server *sv = arg;
+
+	(void)l;
+	log_warn("%s: replaced_grace over; ending %u tunnels", sv->sv_opt->so_name,
+	    sv->sv_count);
+	while (!LIST_EMPTY(&sv->sv_dials))
+		server_dial_free(LIST_FIRST(&sv->sv_dials));
+	while (!LIST_EMPTY(&sv->sv_tunnels))
+		tunnel_close(LIST_FIRST(&sv->sv_tunnels)->st_t, "replaced");
+	/* With none left the last close stopped the loop; stop it anyway. */
+	loop_stop(sv->sv_loop);
+}
+
+/* Another postern-server with our key and name registered after us
+ * (docs/protocol.md, "Newest registration wins"): it serves new
+ * connections now.  We stop listening, let our open tunnels finish for
+ * at most replaced_grace, and exit with status 1 so that a supervisor
+ * shows the failure rather than a clean stop. */
+static void
+server_replaced(struct server *sv, const char *desc)
+{
+	size_t i, j;
+
+	if (sv->sv_replaced)
+		return;
+	sv->sv_replaced = 1;
+	log_error("another postern-server with the same key took over server "
+	    "'%s' (this instance %s; %s): stopping. Only one process may serve "
+	    "a name: if both keep running they take it from each other on "
+	    "every restart; give each machine its own key and [server] name",
+	    sv->sv_opt->so_name, sv->sv_instance, desc);
+	for (i = 0; i < sv->sv_nports; i++)
+		for (j = 0; j < sv->sv_opt->so_listens_per_port; j++)
+			server_poll_stop(sv, &sv->sv_ports[i].sp_polls[j]);
+	if (sv->sv_count == 0) {
+		server_drained(sv);
+		return;
+	}
+	log_info("%s: letting %u open tunnels finish (at most %llu.%03llu s, "
+	    "replaced_grace)", sv->sv_opt->so_name, sv->sv_count,
+	    (unsigned long long)(sv->sv_opt->so_replaced_grace_ms / 1000),
+	    (unsigned long long)(sv->sv_opt->so_replaced_grace_ms % 1000));
+	loop_timer_start(sv->sv_loop, &sv->sv_drain,
+	    sv->sv_opt->so_replaced_grace_ms);
+}
+
+int
+server_exit_status(const struct server *sv)
+{
+	return sv != NULL && sv->sv_replaced ? 1 : 0;
+}
+
 static void
 server_poll_done(struct curlloop_xfer *x, CURLcode result, void *arg)
 {
@@ -558,12 +674,20 @@ server_poll_done(struct curlloop_xfer *x, CURLcode result, void *arg)
 	if (result != CURLE_OK) {
 		const char *why = p->lp_errbuf[0] ? p->lp_errbuf :
 		    curl_easy_strerror(result);
+		const char *hint = relaycall_hint(&sv->sv_relay, result);
 
-		/* One line when the relay goes away, not one per retry. */
-		if (!sv->sv_relay_down)
-			log_warn("relay %s unreachable: %s; retrying with "
+		/* One line when the relay goes away, not one per retry.  A
+		 * certificate refused is no network glitch: it needs the
+		 * operator, so it is an error. */
+		if (!sv->sv_relay_down && relaycall_tls_refused(result))
+			log_error("relay %s refused: %s; %s; retrying with "
 			    "backoff (at most %d s)", sv->sv_opt->so_ps.ps_relay,
-			    why, SERVER_BACKOFF_MAX_MS / 1000);
+			    why, hint, SERVER_BACKOFF_MAX_MS / 1000);
+		else if (!sv->sv_relay_down)
+			log_warn("relay %s unreachable: %s%s%s; retrying with "
+			    "backoff (at most %d s)", sv->sv_opt->so_ps.ps_relay,
+			    why, hint != NULL ? "; " : "", hint != NULL ? hint : "",
+			    SERVER_BACKOFF_MAX_MS / 1000);
 		sv->sv_relay_down = 1;
 		snprintf(sv->sv_relay_problem, sizeof(sv->sv_relay_problem),
 		    "%s", why);
@@ -591,6 +715,20 @@ server_poll_done(struct curlloop_xfer *x, CURLcode result, void *arg)
 		return;
 	}
 	relaycall_describe(status, p->lp_body, p->lp_len, desc, sizeof(desc));
+	if (status == 409 && relaycall_code_is(p->lp_body, p->lp_len,
+	    "replaced")) {
+		server_replaced(sv, desc);
+		return;
+	}
+	if (status == 401 && relaycall_code_is(p->lp_body, p->lp_len,
+	    "replayed_nonce")) {
+		/* curl re-sent the listen on a fresh connection after the
+		 * reused one died: sign anew, no operator needed. */
+		log_debug("listen for %s/%s: %s; again at once",
+		    sv->sv_opt->so_name, sp->sp_cfg->se_port, desc);
+		server_poll_start(p);
+		return;
+	}
 	if (strcmp(desc, sp->sp_problem) != 0) {
 		hint = server_hint(status, p->lp_body, p->lp_len);
 		if (hint != NULL)
@@ -630,16 +768,17 @@ server_poll_start(struct server_poll *p)
 {
 	struct server_port *sp = p->lp_port;
 	struct server *sv = sp->sp_sv;
+	const char *const instance[] = { sv->sv_instance_hdr, NULL };
 	char path[RELAYCALL_PATH_MAX], err[256];
 	CURL *e;
 
-	if (sv->sv_stopping || p->lp_x.cx_easy != NULL)
+	if (sv->sv_stopping || sv->sv_replaced || p->lp_x.cx_easy != NULL)
 		return;
 	snprintf(path, sizeof(path), "/v1/s/%s/listen/%s", sv->sv_opt->so_name,
 	    sp->sp_cfg->se_port);
 	p->lp_len = 0;
 	p->lp_errbuf[0] = '\0';
-	e = relaycall_easy(&sv->sv_relay, path, NULL, &p->lp_hdrs, err,
+	e = relaycall_easy(&sv->sv_relay, path, instance, &p->lp_hdrs, err,
 	    sizeof(err));
 	if (e == NULL) {
 		log_error("listen for %s/%s: %s", sv->sv_opt->so_name,
@@ -709,6 +848,10 @@ server_new(struct loop *l, const struct server_options *so,
 	}
 	sv->sv_loop = l;
 	sv->sv_opt = so;
+	server_instance_token(sv->sv_instance, sizeof(sv->sv_instance));
+	snprintf(sv->sv_instance_hdr, sizeof(sv->sv_instance_hdr),
+	    "Postern-Instance: %s", sv->sv_instance);
+	loop_timer_init(&sv->sv_drain, server_drain_timeout, sv);
 	LIST_INIT(&sv->sv_dials);
 	LIST_INIT(&sv->sv_tunnels);
 	if (relaycall_conf_url(&sv->sv_relay, ps->ps_relay, err, errlen) == -1)
@@ -718,6 +861,8 @@ server_new(struct loop *l, const struct server_options *so,
 	sv->sv_relay.rc_cacert = ps->ps_cacert;
 	sv->sv_relay.rc_insecure = ps->ps_insecure;
 	sv->sv_relay.rc_pin = ps->ps_pin;
+	sv->sv_relay.rc_proxy = ps->ps_proxy;
+	sv->sv_relay.rc_proxy_cacert = ps->ps_proxy_cacert;
 	total = so->so_nexp * so->so_listens_per_port;
 	sv->sv_curl = curlloop_new(l, (long)(ps->ps_max_tunnels * 2 + total +
 	    16), err, errlen);
@@ -730,6 +875,14 @@ server_new(struct loop *l, const struct server_options *so,
 	sv->sv_env.te_frame_max = ps->ps_frame_max;
 	sv->sv_env.te_buffer = ps->ps_buffer;
 	sv->sv_env.te_keepalive_ms = ps->ps_keepalive_ms;
+	sv->sv_env.te_window = ps->ps_window;
+	sv->sv_env.te_resume_grace_ms = ps->ps_resume_grace_ms;
+	sv->sv_env.te_peer_timeout_ms = ps->ps_peer_timeout_ms;
+	sv->sv_env.te_transport = ps->ps_transport;
+	sv->sv_env.te_segment_bytes = ps->ps_segment_bytes;
+	sv->sv_env.te_segment_ms = ps->ps_segment_ms;
+	sv->sv_env.te_probe_ms = ps->ps_probe_ms;
+	sv->sv_env.te_fallback = &sv->sv_fallback;
 	if ((sv->sv_env.te_batch = tunnel_batch_new()) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -763,6 +916,7 @@ server_new(struct loop *l, const struct server_options *so,
 			    server_poll_on_retry, &sp->sp_polls[j]);
 		}
 	}
+	log_debug("%s: instance %s", so->so_name, sv->sv_instance);
 	for (i = 0; i < sv->sv_nports; i++) {
 		struct server_port *sp = &sv->sv_ports[i];
 
@@ -783,6 +937,7 @@ server_shutdown(struct server *sv)
 	size_t i, j;
 
 	sv->sv_stopping = 1;
+	loop_timer_stop(sv->sv_loop, &sv->sv_drain);
 	for (i = 0; i < sv->sv_nports; i++) {
 		struct server_port *sp = &sv->sv_ports[i];
 

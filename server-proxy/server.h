@@ -17,6 +17,10 @@
 #define SERVER_LISTENS_PER_PORT_MAX      64
 #define SERVER_BACKOFF_MIN_MS            500
 #define SERVER_BACKOFF_MAX_MS            30000
+#define SERVER_BACKOFF_FLOOR_MS          100     /* shortest jittered wait */
+#define SERVER_DEFAULT_REPLACED_GRACE_MS 30000
+#define SERVER_INSTANCE_RAW              16      /* random bytes */
+#define SERVER_INSTANCE_LEN              22      /* their URL-safe base64 */
 
 /* One --expose PORT=tcp://HOST:PORT. */
 struct server_expose {
@@ -31,6 +35,8 @@ struct server_options {
 	struct server_expose *so_exp;
 	size_t   so_nexp;
 	unsigned so_listens_per_port;
+	uint64_t so_replaced_grace_ms;   /* tunnels may finish after a
+	                                  * takeover; 0 = end them at once */
 };
 
 /* ---- options.c ----------------------------------------------------- */
@@ -54,7 +60,19 @@ struct server *server_new(struct loop *l, const struct server_options *so,
 void server_shutdown(struct server *sv);
 void server_free(struct server *sv);
 
-/* The next wait after a failure: 0.5 s, doubling, at most 30 s. */
+/* 1 when the server stopped because another instance with its key took
+ * over its name (409 replaced): the process exits with this. */
+int server_exit_status(const struct server *sv);
+
+/* The ceiling of the next wait after a failure: 0.5 s, doubling, at most
+ * 30 s. */
 uint64_t server_backoff_next(uint64_t prev_ms);
+/* The wait itself: uniform in [SERVER_BACKOFF_FLOOR_MS, ceiling] (at most
+ * SERVER_BACKOFF_MAX_MS), drawn from the random number r. */
+uint64_t server_backoff_jitter(uint64_t ceiling_ms, uint32_t r);
+/* This process's Postern-Instance token: SERVER_INSTANCE_RAW random
+ * bytes, URL-safe base64 without padding; out holds at least
+ * SERVER_INSTANCE_LEN + 1 bytes. */
+void server_instance_token(char *out, size_t outlen);
 
 #endif

@@ -10,6 +10,7 @@
 #include <ini.h>
 
 #include "proxyconf.h"
+#include "relaycall.h"
 
 void
 proxy_settings_init(struct proxy_settings *ps)
@@ -21,6 +22,13 @@ proxy_settings_init(struct proxy_settings *ps)
 	ps->ps_max_tunnels = PROXY_DEFAULT_MAX_TUNNELS;
 	ps->ps_connect_timeout_ms = PROXY_DEFAULT_CONNECT_TIMEOUT_MS;
 	ps->ps_relay_timeout_ms = PROXY_DEFAULT_RELAY_TIMEOUT_MS;
+	ps->ps_transport = PROXY_DEFAULT_TRANSPORT;
+	ps->ps_window = PROXY_DEFAULT_WINDOW;
+	ps->ps_resume_grace_ms = PROXY_DEFAULT_RESUME_GRACE_MS;
+	ps->ps_peer_timeout_ms = PROXY_DEFAULT_PEER_TIMEOUT_MS;
+	ps->ps_segment_bytes = PROXY_DEFAULT_SEGMENT_BYTES;
+	ps->ps_segment_ms = PROXY_DEFAULT_SEGMENT_MS;
+	ps->ps_probe_ms = PROXY_DEFAULT_PROBE_MS;
 }
 
 void
@@ -31,8 +39,11 @@ proxy_settings_free(struct proxy_settings *ps)
 	free(ps->ps_config);
 	free(ps->ps_cacert);
 	free(ps->ps_pin);
+	free(ps->ps_proxy);
+	free(ps->ps_proxy_cacert);
 	ps->ps_relay = ps->ps_key = ps->ps_config = NULL;
 	ps->ps_cacert = ps->ps_pin = NULL;
+	ps->ps_proxy = ps->ps_proxy_cacert = NULL;
 }
 
 int
@@ -48,6 +59,46 @@ proxy_settings_check(const struct proxy_settings *ps, char *err,
 	    access(ps->ps_pin, R_OK) == -1) {
 		snprintf(err, errlen, "--pin: '%s' is neither sha256//BASE64 "
 		    "nor a readable key file: %s", ps->ps_pin, strerror(errno));
+		return -1;
+	}
+	if (ps->ps_proxy_cacert != NULL &&
+	    access(ps->ps_proxy_cacert, R_OK) == -1) {
+		snprintf(err, errlen, "--proxy-cacert: cannot read %s: %s",
+		    ps->ps_proxy_cacert, strerror(errno));
+		return -1;
+	}
+	if (ps->ps_proxy_cacert != NULL && (ps->ps_proxy == NULL ||
+	    strncmp(ps->ps_proxy, "https://", 8) != 0)) {
+		snprintf(err, errlen, "--proxy-cacert is for an https:// proxy; "
+		    "give one with --proxy https://HOST:PORT, or drop "
+		    "--proxy-cacert");
+		return -1;
+	}
+	/* A live peer pings a quiet stream every keepalive: a peer timeout
+	 * that short would break healthy idle tunnels. */
+	if (ps->ps_peer_timeout_ms != 0 && ps->ps_keepalive_ms != 0 &&
+	    ps->ps_peer_timeout_ms <= ps->ps_keepalive_ms) {
+		snprintf(err, errlen, "--peer-timeout (%.6g s) must be longer "
+		    "than --keepalive (%.6g s): a quiet but live peer sends a "
+		    "ping only every keepalive; raise --peer-timeout (e.g. to "
+		    "twice the keepalive) or set it to 0 to disable it",
+		    ps->ps_peer_timeout_ms / 1000.0,
+		    ps->ps_keepalive_ms / 1000.0);
+		return -1;
+	}
+	if (ps->ps_window < ps->ps_frame_max) {
+		snprintf(err, errlen, "--window (%zu) must be at least "
+		    "--frame-max (%zu): a data frame is kept whole until it is "
+		    "acknowledged", ps->ps_window, ps->ps_frame_max);
+		return -1;
+	}
+	if (ps->ps_transport != TUNNEL_STREAM &&
+	    ps->ps_frame_max + PROXY_SEGMENT_HEADROOM > ps->ps_segment_bytes) {
+		snprintf(err, errlen, "--frame-max (%zu) must be at least %d "
+		    "bytes below --segment-bytes (%zu): a segment carries whole "
+		    "frames; lower --frame-max, raise --segment-bytes, or use "
+		    "--transport stream", ps->ps_frame_max,
+		    PROXY_SEGMENT_HEADROOM, ps->ps_segment_bytes);
 		return -1;
 	}
 	return 0;
@@ -255,6 +306,111 @@ set_pin(void *cfg, const char *v, char *err, size_t errlen)
 }
 
 static int
+set_proxy(void *cfg, const char *v, char *err, size_t errlen)
+{
+	char *c;
+
+	/* Empty (an INI "proxy =") and "none" turn the environment's proxy
+	 * off too: libcurl reads it only while CURLOPT_PROXY is unset. */
+	if (v == NULL || v[0] == '\0' || strcasecmp(v, "none") == 0)
+		v = "";
+	else if (relaycall_proxy_url(v, err, errlen) == -1)
+		return -1;
+	if ((c = strdup(v)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	free(PS(cfg)->ps_proxy);
+	PS(cfg)->ps_proxy = c;
+	return 0;
+}
+
+static int
+set_proxy_cacert(void *cfg, const char *v, char *err, size_t errlen)
+{
+	return popt_string(&PS(cfg)->ps_proxy_cacert, v, err, errlen);
+}
+
+static int
+set_transport(void *cfg, const char *v, char *err, size_t errlen)
+{
+	if (v != NULL && strcasecmp(v, "auto") == 0)
+		PS(cfg)->ps_transport = TUNNEL_AUTO;
+	else if (v != NULL && strcasecmp(v, "stream") == 0)
+		PS(cfg)->ps_transport = TUNNEL_STREAM;
+	else if (v != NULL && strcasecmp(v, "segmented") == 0)
+		PS(cfg)->ps_transport = TUNNEL_SEGMENTED;
+	else {
+		snprintf(err, errlen, "'%s' is not a transport; use stream, "
+		    "segmented or auto", v ? v : "");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+set_window(void *cfg, const char *v, char *err, size_t errlen)
+{
+	uint64_t n;
+
+	if (popt_size(v, PROXY_WINDOW_MIN, PROXY_WINDOW_LIMIT, &n, err,
+	    errlen) == -1)
+		return -1;
+	PS(cfg)->ps_window = (size_t)n;
+	return 0;
+}
+
+static int
+set_resume_grace(void *cfg, const char *v, char *err, size_t errlen)
+{
+	return popt_seconds(v, PROXY_TIME_LIMIT_S, 1,
+	    &PS(cfg)->ps_resume_grace_ms, err, errlen);
+}
+
+static int
+set_peer_timeout(void *cfg, const char *v, char *err, size_t errlen)
+{
+	return popt_seconds(v, PROXY_TIME_LIMIT_S, 1,
+	    &PS(cfg)->ps_peer_timeout_ms, err, errlen);
+}
+
+static int
+set_segment_bytes(void *cfg, const char *v, char *err, size_t errlen)
+{
+	uint64_t n;
+
+	if (popt_size(v, PROXY_SEGMENT_MIN, PROXY_SEGMENT_LIMIT, &n, err,
+	    errlen) == -1)
+		return -1;
+	PS(cfg)->ps_segment_bytes = (size_t)n;
+	return 0;
+}
+
+static int
+set_segment_time(void *cfg, const char *v, char *err, size_t errlen)
+{
+	return popt_seconds(v, PROXY_SEGMENT_TIME_LIMIT_S, 0,
+	    &PS(cfg)->ps_segment_ms, err, errlen);
+}
+
+static int
+set_probe_timeout(void *cfg, const char *v, char *err, size_t errlen)
+{
+	uint64_t ms;
+
+	if (popt_seconds(v, PROXY_TIME_LIMIT_S, 0, &ms, err, errlen) == -1)
+		return -1;
+	if (ms < PROXY_PROBE_MIN_MS) {
+		snprintf(err, errlen, "'%s' is too short: the peer may take "
+		    "its ack delay and a round trip to answer; at least %gs",
+		    v, PROXY_PROBE_MIN_MS / 1000.0);
+		return -1;
+	}
+	PS(cfg)->ps_probe_ms = ms;
+	return 0;
+}
+
+static int
 set_verbose(void *cfg, const char *v, char *err, size_t errlen)
 {
 	(void)v;
@@ -290,7 +446,7 @@ const struct popt proxy_common_opts[] = {
 	{ "max_tunnels", 0, POPT_VALUE, set_max_tunnels, NULL, "N",
 	  "tunnels open at once; more are turned away (1024)" },
 	{ "connect_timeout", 0, POPT_VALUE, set_connect_timeout, NULL,
-	  "SECONDS", "time allowed to connect to a target (10)" },
+	  "SECONDS", "time allowed to connect to a target (5)" },
 	{ "relay_timeout", 0, POPT_VALUE, set_relay_timeout, NULL, "SECONDS",
 	  "time allowed to connect to the relay, TCP and TLS (10)" },
 	{ "cacert", 0, POPT_VALUE, set_cacert, NULL, "FILE",
@@ -301,6 +457,28 @@ const struct popt proxy_common_opts[] = {
 	  "the relay's public key: sha256//BASE64 or a PEM/DER file" },
 	{ "pin", 0, POPT_VALUE | POPT_NOINI, set_pin, NULL, "PIN",
 	  "same as --pinned-pubkey" },
+	{ "proxy", 0, POPT_VALUE, set_proxy, NULL, "URL",
+	  "forward proxy for relay calls, http[s]://HOST:PORT; none: not "
+	  "even the environment's http_proxy, https_proxy, all_proxy" },
+	{ "proxy_cacert", 0, POPT_VALUE, set_proxy_cacert, NULL, "FILE",
+	  "CA certificates to verify an https:// proxy with (PEM)" },
+	{ "transport", 0, POPT_VALUE, set_transport, NULL, "MODE",
+	  "stream, segmented (bounded requests) or auto: segments once "
+	  "streams do not get through (auto)" },
+	{ "window", 0, POPT_VALUE, set_window, NULL, "BYTES",
+	  "unacknowledged bytes kept per tunnel to resend after a break (1m)" },
+	{ "resume_grace", 0, POPT_VALUE, set_resume_grace, NULL, "SECONDS",
+	  "time a tunnel tries to re-attach after a break; 0 = a break ends "
+	  "it (30)" },
+	{ "peer_timeout", 0, POPT_VALUE, set_peer_timeout, NULL, "SECONDS",
+	  "a download silent this long is broken (above keepalive); 0 = "
+	  "never (60)" },
+	{ "segment_bytes", 0, POPT_VALUE, set_segment_bytes, NULL, "BYTES",
+	  "largest body of one upload segment (256k, at most 900k)" },
+	{ "segment_time", 0, POPT_VALUE, set_segment_time, NULL, "SECONDS",
+	  "an upload segment ends this long after its first byte (0.2)" },
+	{ "probe_timeout", 0, POPT_VALUE, set_probe_timeout, NULL, "SECONDS",
+	  "auto: segments when streamed bytes go unacknowledged this long (3)" },
 	{ "verbose", 'v', POPT_NOINI, set_verbose, NULL, NULL,
 	  "log more (repeat for debug)" },
 	{ "quiet", 'q', POPT_NOINI, set_quiet, NULL, NULL,

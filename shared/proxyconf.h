@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "tunnel.h"
+
 /* Defaults, documented in docs/proxies.md. */
 #define PROXY_DEFAULT_KEEPALIVE_MS       25000
 #define PROXY_DEFAULT_FRAME_MAX          65536
@@ -16,10 +18,30 @@
 #define PROXY_DEFAULT_MAX_TUNNELS        1024
 #define PROXY_DEFAULT_CONNECT_TIMEOUT_MS 5000 /* below the relay's accept_timeout (10 s), so a dead target reads as 502 ETIMEDOUT, not 504 */
 #define PROXY_DEFAULT_RELAY_TIMEOUT_MS   10000
+/* Resuming and segments (docs/protocol.md, "Resuming tunnels"). */
+#define PROXY_DEFAULT_TRANSPORT          TUNNEL_AUTO
+#define PROXY_DEFAULT_WINDOW             (1024 * 1024)
+#define PROXY_DEFAULT_RESUME_GRACE_MS    30000
+#define PROXY_DEFAULT_PEER_TIMEOUT_MS    60000  /* above keepalive: a live peer pings every 25 s */
+#define PROXY_DEFAULT_SEGMENT_BYTES      (256 * 1024)
+#define PROXY_DEFAULT_SEGMENT_MS         200
+#define PROXY_DEFAULT_PROBE_MS           3000
 
 #define PROXY_FRAME_MAX_LIMIT (1024 * 1024)     /* receivers' decoder limit */
 #define PROXY_BUFFER_MIN      (16 * 1024)       /* one curl write chunk */
 #define PROXY_BUFFER_LIMIT    (64 * 1024 * 1024)
+#define PROXY_WINDOW_MIN      (64 * 1024)
+#define PROXY_WINDOW_LIMIT    (64 * 1024 * 1024)
+#define PROXY_SEGMENT_MIN     (16 * 1024)
+/* One segment and its chunk framing stay under nginx's default
+ * client_max_body_size of 1 MiB. */
+#define PROXY_SEGMENT_LIMIT   (900 * 1024)
+/* Room for a frame's header (and the seq/ack frames) in a segment: a data
+ * frame of frame_max bytes must fit in one. */
+#define PROXY_SEGMENT_HEADROOM 1024
+#define PROXY_SEGMENT_TIME_LIMIT_S 60
+#define PROXY_PROBE_MIN_MS    100     /* well above the peer's ack delay */
+#define PROXY_TIME_LIMIT_S    3600    /* longest time any setting takes */
 
 /* What both proxies share.  A program's option struct starts with this
  * (the common options' setters are handed the program's struct). */
@@ -36,6 +58,19 @@ struct proxy_settings {
 	char    *ps_cacert;
 	int      ps_insecure;
 	char    *ps_pin;
+	/* Forward proxy for every relay call: NULL = libcurl's environment
+	 * variables (http_proxy, https_proxy, all_proxy, no_proxy); "" = no
+	 * proxy at all (--proxy none); else http[s]://[USER:PASS@]HOST:PORT. */
+	char    *ps_proxy;
+	char    *ps_proxy_cacert;       /* CA bundle for an https:// proxy */
+	/* Resuming tunnels: copied into struct tunnel_env. */
+	enum tunnel_transport ps_transport;
+	size_t   ps_window;
+	uint64_t ps_resume_grace_ms;    /* 0: a break ends the tunnel */
+	uint64_t ps_peer_timeout_ms;    /* 0: a silent download is never broken */
+	size_t   ps_segment_bytes;
+	uint64_t ps_segment_ms;
+	uint64_t ps_probe_ms;
 	int      ps_verbosity;          /* -v count minus -q count */
 };
 
@@ -78,7 +113,9 @@ enum popt_result popt_parse(const struct popt *const *tabs,
 
 /* Checks what the settings name on disk (the --cacert file, a --pin
  * file) can be read, so that a typo stops the program at start-up rather
- * than failing every request.  -1 with err. */
+ * than failing every request, and that settings which bound each other
+ * agree (--peer-timeout above --keepalive, a frame fits in a segment).
+ * -1 with err. */
 int proxy_settings_check(const struct proxy_settings *ps, char *err,
                          size_t errlen);
 

@@ -103,7 +103,7 @@ proxymain_run(const struct proxymain_ops *ops, int argc, char **argv)
 	if (loop_run(l) == -1)
 		log_error("event loop failed: %s", strerror(errno));
 	else
-		rc = 0;
+		rc = ops->pm_status != NULL ? ops->pm_status(pm.pm_proxy) : 0;
 	ops->pm_free(pm.pm_proxy);
 out_loop:
 	if (sigfd >= 0) {

@@ -24,6 +24,9 @@ struct proxymain_ops {
 	    char *err, size_t errlen);
 	void (*pm_shutdown)(void *proxy);
 	void (*pm_free)(void *proxy);
+	/* Or NULL: the exit status after the loop stopped without an error
+	 * (0 for a clean stop; the server's 1 when it was replaced). */
+	int (*pm_status)(void *proxy);
 };
 
 /* Runs the program to completion; returns the exit status

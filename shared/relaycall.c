@@ -95,6 +95,94 @@ done:
 	return rv;
 }
 
+int
+relaycall_proxy_url(const char *url, char *err, size_t errlen)
+{
+	CURLU *u;
+	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+	char *query = NULL, *frag = NULL;
+	const curl_version_info_data *vi;
+	char shown[RELAYCALL_URL_MAX];
+	const char *at, *sep;
+	int rv = -1;
+
+	if ((u = curl_url()) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (strlen(url) >= RELAYCALL_URL_MAX) {
+		snprintf(err, errlen, "proxy URL is too long (at most %d bytes)",
+		    RELAYCALL_URL_MAX - 1);
+		goto done;
+	}
+	/* Messages never repeat a password given in the URL. */
+	sep = strstr(url, "://");
+	at = strrchr(sep != NULL ? sep : url, '@');
+	if (at != NULL)
+		snprintf(shown, sizeof(shown), "%.*s***%s",
+		    sep != NULL ? (int)(sep + 3 - url) : 0, url, at);
+	else
+		snprintf(shown, sizeof(shown), "%s", url);
+	if (sep == NULL) {
+		snprintf(err, errlen, "proxy '%s' has no scheme; write "
+		    "http://HOST:PORT (e.g. http://%s)", shown, shown);
+		goto done;
+	}
+	if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) !=
+	    CURLUE_OK) {
+		snprintf(err, errlen, "proxy '%s' is not a URL; expected "
+		    "http://HOST:PORT or https://HOST:PORT", shown);
+		goto done;
+	}
+	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	curl_url_get(u, CURLUPART_HOST, &host, 0);
+	curl_url_get(u, CURLUPART_PORT, &port, 0);
+	curl_url_get(u, CURLUPART_PATH, &path, 0);
+	curl_url_get(u, CURLUPART_QUERY, &query, 0);
+	curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0);
+	if (scheme == NULL || (strcmp(scheme, "http") != 0 &&
+	    strcmp(scheme, "https") != 0)) {
+		snprintf(err, errlen, "proxy '%s': the scheme must be http or "
+		    "https (an HTTP proxy, reached in plain text or over TLS)",
+		    shown);
+		goto done;
+	}
+	if (host == NULL || host[0] == '\0') {
+		snprintf(err, errlen, "proxy '%s' has no host", shown);
+		goto done;
+	}
+	if (port == NULL && strcmp(scheme, "http") == 0) {
+		snprintf(err, errlen, "proxy '%s' has no port; add it, e.g. "
+		    "http://%s:3128", shown, host);
+		goto done;
+	}
+	if ((path != NULL && strcmp(path, "/") != 0 && path[0] != '\0') ||
+	    query != NULL || frag != NULL) {
+		snprintf(err, errlen, "proxy '%s': remove the path, query or "
+		    "fragment (a proxy is HOST:PORT)", shown);
+		goto done;
+	}
+	vi = curl_version_info(CURLVERSION_NOW);
+	if (strcmp(scheme, "https") == 0 &&
+	    !(vi->features & CURL_VERSION_HTTPS_PROXY)) {
+		snprintf(err, errlen, "proxy '%s': this libcurl (%s) cannot "
+		    "speak TLS to a proxy; use an http:// proxy (an https "
+		    "relay is still reached end to end with CONNECT)", shown,
+		    vi->version);
+		goto done;
+	}
+	rv = 0;
+done:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_free(query);
+	curl_free(frag);
+	curl_url_cleanup(u);
+	return rv;
+}
+
 static int
 relaycall_header(struct curl_slist **hdrs, const char *name,
     const char *value)
@@ -161,18 +249,94 @@ relaycall_easy(const struct relaycall_conf *rc, const char *path,
 		    rc->rc_send_buffer);
 	if (rc->rc_cacert != NULL)
 		curl_easy_setopt(e, CURLOPT_CAINFO, rc->rc_cacert);
-	if (rc->rc_insecure) {
+	/* A pin without --cacert is the trust anchor by itself, as for a
+	 * self-signed relay: with VERIFYPEER on, OpenSSL would fail such a
+	 * certificate in the handshake, before libcurl compares its key with
+	 * the pin.  libcurl (7.88, OpenSSL) checks the pin whether or not it
+	 * checks the chain and the host name, so the pin still decides (a
+	 * relay always shows a certificate: OpenSSL's default ciphers have
+	 * no anonymous ones). */
+	if (rc->rc_insecure || (rc->rc_pin != NULL && rc->rc_cacert == NULL)) {
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
 	if (rc->rc_pin != NULL)
 		curl_easy_setopt(e, CURLOPT_PINNEDPUBLICKEY, rc->rc_pin);
+	if (rc->rc_proxy != NULL) {
+		/* "" also keeps libcurl from reading the environment. */
+		curl_easy_setopt(e, CURLOPT_PROXY, rc->rc_proxy);
+		/* The proxy given is for every call: an inherited no_proxy
+		 * naming the relay must not route around it. */
+		if (rc->rc_proxy[0] != '\0')
+			curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+	}
+	/* Through a proxy (ours or the environment's) to an https relay,
+	 * curl would hand the proxy's "200 Connection established" and its
+	 * headers to the header callbacks, which would read them as the
+	 * relay's answer. */
+	curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+	if (rc->rc_proxy_cacert != NULL)
+		curl_easy_setopt(e, CURLOPT_PROXY_CAINFO, rc->rc_proxy_cacert);
 	return e;
 oom:
 	curl_slist_free_all(*hdrs);
 	*hdrs = NULL;
 	snprintf(err, errlen, "out of memory");
 	return NULL;
+}
+
+int
+relaycall_tls_refused(CURLcode result)
+{
+	return result == CURLE_PEER_FAILED_VERIFICATION ||
+	    result == CURLE_SSL_PINNEDPUBKEYNOTMATCH ||
+	    result == CURLE_SSL_CACERT_BADFILE;
+}
+
+const char *
+relaycall_hint(const struct relaycall_conf *rc, CURLcode result)
+{
+	int tls_proxy = rc->rc_proxy != NULL &&
+	    strncmp(rc->rc_proxy, "https://", 8) == 0;
+
+	/* Curl reports a proxy's certificate as it does the relay's. */
+	if (tls_proxy && (result == CURLE_PEER_FAILED_VERIFICATION ||
+	    result == CURLE_SSL_CONNECT_ERROR)) {
+		if (strncmp(rc->rc_base, "http://", 7) == 0)
+			return "TLS to the https:// proxy failed: give its CA "
+			    "with --proxy-cacert FILE, and check the host name "
+			    "in --proxy (see docs/deployment.md)";
+		return "TLS to the https:// proxy or to the relay failed: "
+		    "check --proxy-cacert for the proxy and --cacert for the "
+		    "relay (see docs/deployment.md)";
+	}
+	switch (result) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+		if (rc->rc_cacert != NULL)
+			return "the relay's certificate is not signed by a CA in "
+			    "--cacert, or is not for the host name in --relay; "
+			    "see TLS in docs/proxies.md";
+		return "the relay's certificate is not signed by a CA this "
+		    "system trusts, or is not for the host name in --relay: give "
+		    "its CA with --cacert FILE, or pin its key with --pin "
+		    "sha256//BASE64 (see TLS in docs/proxies.md)";
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+		return "the relay's public key is not the one --pin names (a "
+		    "new key on the relay, or someone in between); see TLS in "
+		    "docs/proxies.md";
+	case CURLE_SSL_CACERT_BADFILE:
+		return "--cacert must name a PEM file of CA certificates";
+	case CURLE_SSL_CONNECT_ERROR:
+		return "the TLS handshake failed: does the relay serve HTTPS on "
+		    "that port?";
+	case CURLE_GOT_NOTHING:
+		if (strncmp(rc->rc_base, "http://", 7) == 0)
+			return "if the relay serves HTTPS, its URL starts with "
+			    "https://";
+		return NULL;
+	default:
+		return NULL;
+	}
 }
 
 /* Copies at most max bytes of s, printable ASCII only. */
@@ -222,4 +386,19 @@ relaycall_describe(long status, const char *body, size_t len, char *out,
 	} else
 		snprintf(out, outlen, "relay answered %ld with no body", status);
 	json_decref(j);
+}
+
+int
+relaycall_code_is(const char *body, size_t len, const char *code)
+{
+	json_t *j, *c;
+	int yes;
+
+	if (body == NULL || len == 0 ||
+	    (j = json_loadb(body, len, 0, NULL)) == NULL)
+		return 0;
+	c = json_object_get(j, "code");
+	yes = json_is_string(c) && strcmp(json_string_value(c), code) == 0;
+	json_decref(j);
+	return yes;
 }

@@ -25,12 +25,24 @@ struct relaycall_conf {
 	const char *rc_pin;                  /* CURLOPT_PINNEDPUBLICKEY or NULL */
 	long  rc_recv_buffer;                /* CURLOPT_BUFFERSIZE */
 	long  rc_send_buffer;                /* CURLOPT_UPLOAD_BUFFERSIZE */
+	/* Forward proxy: NULL leaves libcurl to read http_proxy,
+	 * https_proxy, all_proxy and no_proxy from the environment; ""
+	 * means none, whatever the environment says; otherwise the proxy's
+	 * URL (CURLOPT_PROXY), used for every call, no_proxy or not. */
+	const char *rc_proxy;
+	const char *rc_proxy_cacert;         /* CURLOPT_PROXY_CAINFO or NULL */
 };
 
 /* Checks and splits the relay URL (http:// or https://, optional path
  * prefix, no query).  The other members are left for the caller. */
 int relaycall_conf_url(struct relaycall_conf *rc, const char *url,
                        char *err, size_t errlen);
+
+/* Checks a forward proxy's URL: http://[USER:PASS@]HOST:PORT (the port
+ * is required: libcurl's default, 1080, is rarely right), or
+ * https://HOST[:PORT] when this libcurl can speak TLS to a proxy; no
+ * path, query or fragment.  -1 with err. */
+int relaycall_proxy_url(const char *url, char *err, size_t errlen);
 
 /* A POST to rc_base + rc_prefix + path, signed now.  extra: more header
  * lines, NULL-terminated, or NULL.  *hdrs receives the header list,
@@ -45,6 +57,17 @@ CURL *relaycall_easy(const struct relaycall_conf *rc, const char *path,
  * what is not JSON is quoted, cut and cleaned). */
 void relaycall_describe(long status, const char *body, size_t len,
                         char *out, size_t outlen);
+
+/* For a call that failed with result: what to check (a sentence), or
+ * NULL.  Covers TLS (certificate refused, pin mismatch, handshake
+ * failure) and a plain-HTTP URL for an HTTPS relay. */
+const char *relaycall_hint(const struct relaycall_conf *rc, CURLcode result);
+/* 1 when result means the relay's certificate or key was refused: no
+ * network glitch, but something for the operator to fix. */
+int relaycall_tls_refused(CURLcode result);
+
+/* 1 when body is the relay's JSON error with this "code". */
+int relaycall_code_is(const char *body, size_t len, const char *code);
 
 /* 1 for a protocol name: 1..64 bytes of [A-Za-z0-9._-]. */
 int relaycall_name_valid(const char *s);

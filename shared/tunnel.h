@@ -27,6 +27,11 @@
 struct tunnel;
 struct tunnel_batch;
 
+/* Used where a tunnel_env leaves these 0. */
+#define TUNNEL_WINDOW_DEFAULT        (1024 * 1024)
+#define TUNNEL_SEGMENT_BYTES_DEFAULT (256 * 1024)
+#define TUNNEL_SEGMENT_MS_DEFAULT    200
+
 enum tunnel_transport {
 	TUNNEL_AUTO = 0,      /* stream; segments once streaming fails */
 	TUNNEL_STREAM,        /* one long request per direction */
@@ -83,12 +88,19 @@ struct tunnel_cbs {
 	 * being posted).  Requests posted before this would have held up
 	 * that answer. */
 	void (*tc_accepted)(struct tunnel *t, void *arg);
+	/* May be NULL: something the owner's log should say ("stream
+	 * broken (...): resuming as generation 3", "resumed", "streaming
+	 * does not get through: using segments"). */
+	void (*tc_note)(struct tunnel *t, const char *what, void *arg);
 };
 
 struct tunnel_stats {
 	uint64_t ts_up;       /* payload bytes read from the socket */
 	uint64_t ts_down;     /* payload bytes received for the socket */
 	uint64_t ts_ms;       /* since tunnel_new */
+	uint64_t ts_gen;      /* generation: 1 + re-attachments */
+	uint64_t ts_resent;   /* payload bytes sent again after breaks */
+	int      ts_segmented;
 };
 
 /* Takes fd (nonblocking, connected) unless it fails.  server/port name
@@ -123,6 +135,8 @@ void tunnel_stats(const struct tunnel *t, struct tunnel_stats *st);
 #define TUNNEL_FILL_PAUSE ((size_t)0x10000001)   /* CURL_READFUNC_PAUSE */
 #define TUNNEL_FEED_PAUSE ((size_t)0x10000001)   /* CURL_WRITEFUNC_PAUSE */
 
+/* The upload body starts (curl is about to ask for its bytes). */
+void tunnel_body_begin(struct tunnel *t);
 /* Fills up to room bytes of upload body; 0 ends the body. */
 size_t tunnel_upload_fill(struct tunnel *t, uint8_t *buf, size_t room);
 /* Takes one chunk of download body: len, or TUNNEL_FEED_PAUSE (the chunk

@@ -406,14 +406,16 @@ class Env:
     # -- proxies --------------------------------------------------------
 
     def start_server(self, name, key_name, exposes, args=(), wait=True,
-                     proc_name=None):
+                     proc_name=None, relay_url=None):
         """exposes: {port_name: (host, port)}.  With wait, returns once the
         relay counts at least one listen per exposed port more than
-        before."""
+        before.  relay_url: what --relay names (a forwarder in front of
+        the relay, say) instead of the relay itself."""
         before = 0
         if wait:
             before = self.relay.status().get("listens", 0)
-        argv = [self.bin("postern-server"), "--relay", self.relay.url,
+        argv = [self.bin("postern-server"), "--relay",
+                relay_url or self.relay.url,
                 "--name", name, "--key", self.keys[key_name][0]]
         for pname, (host, port) in exposes.items():
             argv += ["--expose", "%s=tcp://%s:%d" % (pname, host, port)]
@@ -445,10 +447,13 @@ class Env:
                                   % (e, p.name, tail(p.err_path)))
         return p
 
-    def start_client(self, key_name, forwards, args=(), name="client"):
+    def start_client(self, key_name, forwards, args=(), name="client",
+                     relay_url=None):
         """forwards: ["server/port", ...], each bound on 127.0.0.1:0.
-        Returns (proc, {"server/port": local_port})."""
-        argv = [self.bin("postern-client"), "--relay", self.relay.url,
+        Returns (proc, {"server/port": local_port}).  relay_url as for
+        start_server."""
+        argv = [self.bin("postern-client"), "--relay",
+                relay_url or self.relay.url,
                 "--key", self.keys[key_name][0]]
         for fw in forwards:
             argv += ["-L", "127.0.0.1:0:%s" % fw]

@@ -4,6 +4,7 @@ a real server-proxy against the wire contract (and for feeding them
 malformed frames)."""
 
 import http.client
+import json
 import queue
 import threading
 
@@ -38,6 +39,36 @@ def end_frame():
 def ping_frame():
     p = b'[1,"ping"]'
     return frame(",,,%d,control" % len(p), p)
+
+
+def control_frame(items):
+    p = json.dumps(items, separators=(",", ":")).encode()
+    return frame(",,,%d,control" % len(p), p)
+
+
+def seq_frame(n, gen=1):
+    """docs/protocol.md "Resuming tunnels": the next unit is n."""
+    return control_frame([1, "seq", n, gen])
+
+
+def ack_frame(n, gen=1):
+    """We have units 0..n-1 of the peer's direction."""
+    return control_frame([1, "ack", n, gen])
+
+
+def control_items(frames, what):
+    """The [1, what, N, G] control frames among (service, fields, payload)."""
+    out = []
+    for svc, _, payload in frames:
+        if svc != "control":
+            continue
+        try:
+            items = json.loads(payload)
+        except ValueError:
+            continue
+        if isinstance(items, list) and len(items) >= 3 and items[1] == what:
+            out.append(items)
+    return out
 
 
 class FrameReader:

@@ -79,13 +79,13 @@ def test_auth_failures(bindir):
         h = env.sign("laptop", connect)
         _expect(relay, "POST", connect, h, 503, "not_listening",
                 "a first use of a nonce")
-        _expect(relay, "POST", connect, h, 401, "unauthenticated",
+        _expect(relay, "POST", connect, h, 401, "replayed_nonce",
                 "the same nonce again")
         # The same nonce with a fresh timestamp (a new signature) is still a
         # replay of the (key, nonce) pair.
         h2 = env.sign("laptop", connect, nonce=h["Postern-Nonce"],
                       timestamp=int(h["Postern-Timestamp"]) + 1)
-        _expect(relay, "POST", connect, h2, 401, "unauthenticated",
+        _expect(relay, "POST", connect, h2, 401, "replayed_nonce",
                 "the same nonce with a new timestamp")
 
         # Known keys doing what the config does not allow.

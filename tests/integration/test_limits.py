@@ -348,6 +348,10 @@ def test_proxy_max_tunnels(bindir):
         a.close()
         wait_until(lambda: env.relay.status().get("tunnels") == 0, 10,
                    "the first tunnel to close")
+        # The client-proxy frees the slot once its own side has finished
+        # (its last acknowledgement), just after the relay's.
+        client2.wait_log(r"tunnel closed id=", 5, start=mark,
+                         what="the client-proxy closing the first tunnel")
         _echo_once(lport2, b"again")
 
 

@@ -1,5 +1,11 @@
 """Tunnels that end badly, and programs that are told to stop: every
-failure reaches the other end promptly, and nothing is left behind."""
+failure reaches the other end promptly, and nothing is left behind.
+
+A proxy that dies or stops cuts its HTTP streams; the relay keeps the
+tunnel for resume_grace in case it comes back (docs/protocol.md,
+"Resuming tunnels"), then ends it (reason=peer_lost) and the other proxy,
+answered 404, closes its local socket.  These tests give the relay a
+short resume_grace (GRACE) and check that the tunnel ends after it."""
 
 import hashlib
 import signal
@@ -12,6 +18,8 @@ from harness import (Env, Pattern, check, connect, timeout, wait_closed,
 from services import Echo, Sink, Source
 
 MIB = 1 << 20
+GRACE = 2.0                               # the relay's resume_grace here
+SETTINGS = {"resume_grace": "%g" % GRACE}
 
 
 def _read(sock, n, timeout=30):
@@ -29,13 +37,22 @@ def _closed_lines(proc, start=0):
             if "tunnel closed id=" in ln]
 
 
+def _relay_closed(env, start=0):
+    """The relay's 'tunnel closed' line, once there is one."""
+    lines = wait_until(lambda: _closed_lines(env.relay.proc, start),
+                       GRACE + 10, "a 'tunnel closed' line in the relay log")
+    return lines[0]
+
+
 @timeout(90)
 def test_server_killed(bindir):
-    """SIGKILL the server-proxy mid-transfer: the client's local socket is
-    closed or reset within seconds and the client log says why."""
+    """SIGKILL the server-proxy mid-transfer: the relay ends the tunnel
+    resume_grace later (reason=peer_lost), the client's local socket is
+    closed or reset then, and the client log says why."""
     with Env(bindir, "serverkilled") as env:
         source = env.service(Source(0, endless=True))
-        server, client, lp = env.standard({"source": source.addr})
+        server, client, lp = env.standard({"source": source.addr},
+                                          settings=SETTINGS)
         s = connect(lp["source"])
         _read(s, 8 * MIB)
         mark = client.log_size()
@@ -45,8 +62,13 @@ def test_server_killed(bindir):
         s.close()
         check(how != "open", "the local socket was still open 15 s after "
               "the server-proxy died (%d bytes drained)" % n)
-        check(dt <= 10, "the local socket closed only %.1f s after the "
-              "server-proxy died" % dt)
+        check(dt <= GRACE + 8, "the local socket closed only %.1f s after "
+              "the server-proxy died (resume_grace %g s)" % (dt, GRACE))
+        relay_line = _relay_closed(env)
+        print("relay: %s" % relay_line)
+        check("reason=peer_lost" in relay_line or "reason=done" in
+              relay_line, "the relay did not end the tunnel for the lost "
+              "server-proxy: %s" % relay_line)
         lines = wait_until(lambda: _closed_lines(client, mark), 10,
                            "a 'tunnel closed' line in the client log")
         print("closed by %s after %.2f s; client log: %s" % (how, dt,
@@ -65,7 +87,8 @@ def test_client_disconnect(bindir):
     returns to tunnels 0."""
     with Env(bindir, "clientclose") as env:
         sink = env.service(Sink())
-        _, client, lp = env.standard({"sink": sink.addr})
+        _, client, lp = env.standard({"sink": sink.addr},
+                                     settings=SETTINGS)
         s = connect(lp["sink"])
         p = Pattern(11, 8 * MIB)
         h = hashlib.sha256()
@@ -97,7 +120,8 @@ def test_client_reset(bindir):
     the client-proxy still serves new tunnels."""
     with Env(bindir, "clientreset") as env:
         source = env.service(Source(0, endless=True))
-        _, client, lp = env.standard({"source": source.addr})
+        _, client, lp = env.standard({"source": source.addr},
+                                     settings=SETTINGS)
         s = connect(lp["source"])
         _read(s, 8 * MIB)
         env.relay.wait_status(lambda st: st.get("tunnels") == 1, 5,
@@ -123,11 +147,13 @@ def test_client_reset(bindir):
 
 @timeout(90)
 def test_client_proxy_killed(bindir):
-    """SIGKILL the client-proxy mid-transfer: tunnels back to 0, the
-    target's socket closed."""
+    """SIGKILL the client-proxy mid-transfer: the relay keeps the tunnel
+    for resume_grace, then ends it (reason=peer_lost); tunnels back to 0,
+    the target's socket closed."""
     with Env(bindir, "clientkilled") as env:
         source = env.service(Source(0, endless=True))
-        _, client, lp = env.standard({"source": source.addr})
+        _, client, lp = env.standard({"source": source.addr},
+                                     settings=SETTINGS)
         s = connect(lp["source"])
         _read(s, 8 * MIB)
         client.signal(signal.SIGKILL)
@@ -136,16 +162,23 @@ def test_client_proxy_killed(bindir):
         env.relay.wait_status(lambda st: st.get("tunnels") == 0, 15,
                               "the relay to count 0 tunnels after the "
                               "client-proxy died")
+        dt = time.monotonic() - t0
         check(source.failed.wait(15), "the target's socket was not closed "
               "after the client-proxy died")
         s.close()
-        print("cleaned up %.2f s after the kill" % (time.monotonic() - t0))
+        relay_line = _relay_closed(env)
+        check("reason=peer_lost" in relay_line, "the relay did not end the "
+              "tunnel as peer_lost: %s" % relay_line)
+        check(dt >= GRACE - 0.5, "the relay ended the tunnel %.2f s after the "
+              "client-proxy died, before resume_grace (%g s)" % (dt, GRACE))
+        print("cleaned up %.2f s after the kill; relay: %s" % (dt, relay_line))
 
 
 def _sigterm(bindir, name, which):
     with Env(bindir, "sigterm-" + name) as env:
         echo = env.service(Echo())
-        server, client, lp = env.standard({"echo": echo.addr})
+        server, client, lp = env.standard({"echo": echo.addr},
+                                          settings=SETTINGS)
         s = connect(lp["echo"])
         s.sendall(b"hello")
         s.settimeout(10)
@@ -160,7 +193,8 @@ def _sigterm(bindir, name, which):
         check(rc == 0, "%s exited %s on SIGTERM with a tunnel open; stderr:"
               " %s" % (first.name, rc, first.log()[-800:]))
         if which != "relay":
-            # The tunnel went with it: the local socket ends.
+            # The tunnel went with it (at once, or resume_grace later
+            # at the relay): the local socket ends.
             how, dt, _ = wait_closed(s, 15)
             check(how != "open", "local socket still open 15 s after %s "
                   "stopped" % first.name)

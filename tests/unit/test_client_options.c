@@ -304,6 +304,211 @@ START_TEST(test_ini_malformed)
 }
 END_TEST
 
+/* Forward proxy and resume settings: defaults, forms, limits. */
+START_TEST(test_resume_and_proxy_defaults)
+{
+	struct client_options co;
+	char err[256];
+
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, NULL), POPT_OK);
+	ck_assert_ptr_null(co.co_ps.ps_proxy);
+	ck_assert_ptr_null(co.co_ps.ps_proxy_cacert);
+	ck_assert_int_eq(co.co_ps.ps_transport, TUNNEL_AUTO);
+	ck_assert_uint_eq(co.co_ps.ps_window, 1048576);
+	ck_assert_uint_eq(co.co_ps.ps_resume_grace_ms, 30000);
+	ck_assert_uint_eq(co.co_ps.ps_peer_timeout_ms, 60000);
+	ck_assert_uint_eq(co.co_ps.ps_segment_bytes, 262144);
+	ck_assert_uint_eq(co.co_ps.ps_segment_ms, 200);
+	ck_assert_uint_eq(co.co_ps.ps_probe_ms, 3000);
+	client_options_free(&co);
+}
+END_TEST
+
+START_TEST(test_resume_and_proxy_settings)
+{
+	struct client_options co;
+	char err[256];
+
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--proxy",
+	    "http://127.0.0.1:3128", "--transport", "segmented", "--window",
+	    "4m", "--resume-grace", "0", "--peer-timeout", "0",
+	    "--segment-bytes", "900k", "--segment-time", "50ms",
+	    "--probe-timeout", "0.5", NULL), POPT_OK);
+	ck_assert_str_eq(co.co_ps.ps_proxy, "http://127.0.0.1:3128");
+	ck_assert_int_eq(co.co_ps.ps_transport, TUNNEL_SEGMENTED);
+	ck_assert_uint_eq(co.co_ps.ps_window, 4 * 1048576);
+	ck_assert_uint_eq(co.co_ps.ps_resume_grace_ms, 0);
+	ck_assert_uint_eq(co.co_ps.ps_peer_timeout_ms, 0);
+	ck_assert_uint_eq(co.co_ps.ps_segment_bytes, 900 * 1024);
+	ck_assert_uint_eq(co.co_ps.ps_segment_ms, 50);
+	ck_assert_uint_eq(co.co_ps.ps_probe_ms, 500);
+	client_options_free(&co);
+
+	/* none and an empty value both mean no proxy, not even the
+	 * environment's: an empty string, not NULL. */
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--proxy",
+	    "none", "--transport=stream", NULL), POPT_OK);
+	ck_assert_str_eq(co.co_ps.ps_proxy, "");
+	ck_assert_int_eq(co.co_ps.ps_transport, TUNNEL_STREAM);
+	client_options_free(&co);
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--proxy=",
+	    "--transport", "AUTO", NULL), POPT_OK);
+	ck_assert_str_eq(co.co_ps.ps_proxy, "");
+	ck_assert_int_eq(co.co_ps.ps_transport, TUNNEL_AUTO);
+	client_options_free(&co);
+
+	/* Credentials in the URL; an https proxy on its default port. */
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--proxy",
+	    "http://me:secret@proxy.example:8080", NULL), POPT_OK);
+	ck_assert_str_eq(co.co_ps.ps_proxy,
+	    "http://me:secret@proxy.example:8080");
+	client_options_free(&co);
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--proxy",
+	    "https://proxy.example", "--proxy-cacert", "/dev/null", NULL),
+	    POPT_OK);
+	ck_assert_str_eq(co.co_ps.ps_proxy, "https://proxy.example");
+	ck_assert_str_eq(co.co_ps.ps_proxy_cacert, "/dev/null");
+	client_options_free(&co);
+
+	/* Without keepalives any peer timeout is allowed. */
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--keepalive",
+	    "0", "--peer-timeout", "5", NULL), POPT_OK);
+	ck_assert_uint_eq(co.co_ps.ps_peer_timeout_ms, 5000);
+	client_options_free(&co);
+	/* A 1 MiB frame cannot travel in a segment, but streams carry it. */
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--frame-max",
+	    "1m", "--transport", "stream", NULL), POPT_OK);
+	client_options_free(&co);
+}
+END_TEST
+
+START_TEST(test_resume_and_proxy_malformed)
+{
+	struct client_options co;
+	char err[512];
+
+	bad_args("--proxy: proxy 'proxy.corp:3128' has no scheme; write "
+	    "http://HOST:PORT", R, K, L, "--proxy", "proxy.corp:3128", NULL);
+	bad_args("--proxy: proxy 'socks5://127.0.0.1:1080': the scheme must "
+	    "be http or https", R, K, L, "--proxy", "socks5://127.0.0.1:1080",
+	    NULL);
+	bad_args("--proxy: proxy 'http://proxy.corp' has no port; add it, "
+	    "e.g. http://proxy.corp:3128", R, K, L, "--proxy",
+	    "http://proxy.corp", NULL);
+	bad_args("--proxy: proxy 'http://p:3128/x': remove the path", R, K, L,
+	    "--proxy", "http://p:3128/x", NULL);
+	bad_args("--proxy: proxy 'http://p:3128/?a=b': remove the path", R, K,
+	    L, "--proxy", "http://p:3128/?a=b", NULL);
+	bad_args("--proxy: proxy 'http://' is not a URL", R, K, L, "--proxy",
+	    "http://", NULL);
+	/* A password never shows up in the message. */
+	bad_args("proxy 'http://***@proxy.corp' has no port", R, K, L,
+	    "--proxy", "http://me:hunter2@proxy.corp", NULL);
+	client_options_init(&co);
+	{
+		char *argv[] = { "postern-client", "--relay",
+		    "http://127.0.0.1:1", "--key", "k", "-L", "1:a/b",
+		    "--proxy", "me:hunter2@proxy.corp", NULL };
+
+		ck_assert_int_eq(client_options_parse(&co, 9, argv, err,
+		    sizeof(err)), POPT_ERROR);
+		ck_assert_ptr_null(strstr(err, "hunter2"));
+		ck_assert_ptr_nonnull(strstr(err, "has no scheme"));
+	}
+	client_options_free(&co);
+	bad_args("--proxy-cacert is for an https:// proxy", R, K, L,
+	    "--proxy-cacert", "/dev/null", NULL);
+	bad_args("--proxy-cacert is for an https:// proxy", R, K, L,
+	    "--proxy", "http://p:1", "--proxy-cacert", "/dev/null", NULL);
+	bad_args("--proxy-cacert: cannot read /nonexistent/ca.pem", R, K, L,
+	    "--proxy", "https://p:1", "--proxy-cacert", "/nonexistent/ca.pem",
+	    NULL);
+
+	bad_args("--transport: 'fast' is not a transport; use stream, "
+	    "segmented or auto", R, K, L, "--transport", "fast", NULL);
+	bad_args("--window: '32k' is not a whole number from 65536 to "
+	    "67108864", R, K, L, "--window", "32k", NULL);
+	bad_args("--window: '65m'", R, K, L, "--window", "65m", NULL);
+	bad_args("--segment-bytes: '1m' is not a whole number from 16384 to "
+	    "921600", R, K, L, "--segment-bytes", "1m", NULL);
+	bad_args("--segment-bytes: '8k'", R, K, L, "--segment-bytes", "8k",
+	    NULL);
+	bad_args("--segment-time: '0' is not a number of seconds from 0.001 "
+	    "to 60", R, K, L, "--segment-time", "0", NULL);
+	bad_args("--resume-grace: '-1'", R, K, L, "--resume-grace", "-1", NULL);
+	bad_args("--resume-grace: '2h'", R, K, L, "--resume-grace", "2h", NULL);
+	bad_args("--peer-timeout: '3601'", R, K, L, "--peer-timeout", "3601",
+	    NULL);
+	bad_args("--probe-timeout: '10ms' is too short", R, K, L,
+	    "--probe-timeout", "10ms", NULL);
+	bad_args("--peer-timeout (20 s) must be longer than --keepalive (25 "
+	    "s)", R, K, L, "--peer-timeout", "20", NULL);
+	bad_args("--peer-timeout (25 s) must be longer than --keepalive (25 "
+	    "s)", R, K, L, "--peer-timeout", "25", NULL);
+	bad_args("--peer-timeout (60 s) must be longer than --keepalive (90 "
+	    "s)", R, K, L, "--keepalive", "90", NULL);
+	bad_args("--window (65536) must be at least --frame-max (131072)", R,
+	    K, L, "--window", "64k", "--frame-max", "128k", NULL);
+	bad_args("--frame-max (1048576) must be at least 1024 bytes below "
+	    "--segment-bytes (262144)", R, K, L, "--frame-max", "1m", NULL);
+	bad_args("--frame-max (262144) must be at least 1024 bytes below "
+	    "--segment-bytes (262144)", R, K, L, "--frame-max", "256k",
+	    "--transport", "segmented", NULL);
+}
+END_TEST
+
+START_TEST(test_resume_and_proxy_ini)
+{
+	struct client_options co;
+	char err[512];
+	const char *p;
+
+	p = write_ini("[client]\n"
+	    "proxy = https://proxy.example:3129\n"
+	    "proxy_cacert = /dev/null\n"
+	    "transport = segmented\n"
+	    "window = 2m\n"
+	    "resume_grace = 45\n"
+	    "peer_timeout = 90\n"
+	    "segment_bytes = 128k\n"
+	    "segment_time = 0.1\n"
+	    "probe_timeout = 5\n");
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--config", p,
+	    NULL), POPT_OK);
+	ck_assert_str_eq(co.co_ps.ps_proxy, "https://proxy.example:3129");
+	ck_assert_str_eq(co.co_ps.ps_proxy_cacert, "/dev/null");
+	ck_assert_int_eq(co.co_ps.ps_transport, TUNNEL_SEGMENTED);
+	ck_assert_uint_eq(co.co_ps.ps_window, 2 * 1048576);
+	ck_assert_uint_eq(co.co_ps.ps_resume_grace_ms, 45000);
+	ck_assert_uint_eq(co.co_ps.ps_peer_timeout_ms, 90000);
+	ck_assert_uint_eq(co.co_ps.ps_segment_bytes, 128 * 1024);
+	ck_assert_uint_eq(co.co_ps.ps_segment_ms, 100);
+	ck_assert_uint_eq(co.co_ps.ps_probe_ms, 5000);
+	client_options_free(&co);
+	/* The command line wins; none turns the file's proxy off. */
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--config", p,
+	    "--proxy", "none", "--proxy-cacert", "", NULL), POPT_ERROR);
+	ck_assert_msg(strstr(err, "--proxy-cacert: needs a value") != NULL,
+	    "error '%s'", err);
+	client_options_free(&co);
+	unlink(p);
+
+	/* "proxy =" with nothing after it is no proxy at all. */
+	p = write_ini("[client]\nproxy =\n");
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L, "--config", p,
+	    NULL), POPT_OK);
+	ck_assert_str_eq(co.co_ps.ps_proxy, "");
+	client_options_free(&co);
+	unlink(p);
+
+	bad_ini("[client]\nproxy = 127.0.0.1:3128\n",
+	    "2: proxy: proxy '127.0.0.1:3128' has no scheme");
+	bad_ini("[client]\ntransport = segments\n",
+	    "2: transport: 'segments' is not a transport");
+	bad_ini("[client]\nsegment_bytes = 2m\n", "2: segment_bytes: '2m'");
+}
+END_TEST
+
 START_TEST(test_ini_missing_file)
 {
 	bad_args("cannot read config file /nonexistent/postern.ini", R, K, L,
@@ -326,6 +531,10 @@ client_options_suite(void)
 	tcase_add_test(tc, test_ini_and_flags_override);
 	tcase_add_test(tc, test_ini_malformed);
 	tcase_add_test(tc, test_ini_missing_file);
+	tcase_add_test(tc, test_resume_and_proxy_defaults);
+	tcase_add_test(tc, test_resume_and_proxy_settings);
+	tcase_add_test(tc, test_resume_and_proxy_malformed);
+	tcase_add_test(tc, test_resume_and_proxy_ini);
 	suite_add_tcase(s, tc);
 	return s;
 }

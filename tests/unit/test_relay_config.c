@@ -102,6 +102,11 @@ START_TEST(defaults)
 	ck_assert_uint_eq(cf->cf_max_refuse_body, 4096);
 	ck_assert_uint_eq(cf->cf_connection_memory, 12288);
 	ck_assert_int_eq(cf->cf_status, 0);
+	ck_assert_uint_eq(cf->cf_resume_grace_ms, 30000);
+	ck_assert_uint_eq(cf->cf_peer_timeout_ms, 60000);
+	ck_assert_uint_eq(cf->cf_segment_bytes, 262144);
+	ck_assert_uint_eq(cf->cf_segment_time_ms, 200);
+	ck_assert_uint_eq(cf->cf_poll_time_ms, 20000);
 	ck_assert_uint_eq(cf->cf_nservers, 0);
 	ck_assert_uint_eq(cf->cf_nclients, 0);
 	config_free(cf);
@@ -128,6 +133,11 @@ START_TEST(full_file)
 	    "max_refuse_body = 2k\n"
 	    "connection_memory = 65536\n"
 	    "status = on # counters\n"
+	    "resume_grace = 5\n"
+	    "peer_timeout = 0\n"
+	    "segment_bytes = 64k\n"
+	    "segment_time = 50ms\n"
+	    "poll_time = 2.5\n"
 	    "\n"
 	    "[server nas]\n"
 	    "key = K1\n"
@@ -158,6 +168,11 @@ START_TEST(full_file)
 	ck_assert_uint_eq(cf->cf_max_refuse_body, 2048);
 	ck_assert_uint_eq(cf->cf_connection_memory, 65536);
 	ck_assert_int_eq(cf->cf_status, 1);
+	ck_assert_uint_eq(cf->cf_resume_grace_ms, 5000);
+	ck_assert_uint_eq(cf->cf_peer_timeout_ms, 0);
+	ck_assert_uint_eq(cf->cf_segment_bytes, 65536);
+	ck_assert_uint_eq(cf->cf_segment_time_ms, 50);
+	ck_assert_uint_eq(cf->cf_poll_time_ms, 2500);
 
 	ck_assert_uint_eq(cf->cf_nservers, 2);
 	ck_assert_ptr_eq(config_server(cf, "nas"), &cf->cf_servers[0]);
@@ -291,6 +306,16 @@ START_TEST(bad_values)
 	    "max_nonces must be a whole number, not '99999999999999999999999'");
 	refused("[relay]\nstatus = yes\n", "t.ini:2: status must be 'on' or 'off', "
 	    "not 'yes'");
+	refused("[relay]\nresume_grace = 0\n", "t.ini:2: resume_grace = 0 is out of "
+	    "range (0.100 s to 86400 s)");
+	refused("[relay]\npeer_timeout = never\n", "t.ini:2: peer_timeout must be a "
+	    "number of seconds (e.g. 25 or 0.5), not 'never'");
+	refused("[relay]\nsegment_bytes = 100\n", "t.ini:2: segment_bytes = 100 is out "
+	    "of range (1024 to 1073741824)");
+	refused("[relay]\nsegment_time = 0\n", "t.ini:2: segment_time = 0 is out of "
+	    "range (0.001 s to 60 s)");
+	refused("[relay]\npoll_time = 2h\n", "t.ini:2: poll_time must be a number of "
+	    "seconds (e.g. 25 or 0.5), not '2h'");
 	refused("[relay]\nlisten = localhost\n", "t.ini:2: listen: 'localhost' is not "
 	    "HOST:PORT ([IPv6]:PORT for IPv6)");
 	refused("[relay]\nlisten = 1.2.3.4:70000\n", "t.ini:2: listen: "
@@ -326,6 +351,38 @@ START_TEST(servers_and_clients)
 	refused("[server nas]\nkey = K2\nports = web\n[client c]\nkey = K1\n"
 	    "allow = nas/web\nallow = nas/ssh\n", "t.ini:7: [client c] allows "
 	    "'nas/ssh' but [server nas] does not list port 'ssh' in its ports");
+}
+END_TEST
+
+/* HTTPS: both files or neither; the files themselves are read when the
+ * relay starts (test_relay_tls). */
+START_TEST(tls_files)
+{
+	struct relay_config *cf;
+
+	cf = load("");
+	ck_assert_msg(cf != NULL, "%s", err);
+	ck_assert_ptr_null(cf->cf_tls_cert);
+	ck_assert_ptr_null(cf->cf_tls_key);
+	config_free(cf);
+	cf = load("[relay]\ntls_cert = /etc/postern/relay.crt   ; fullchain\n"
+	    "tls_key = relay key.pem\n");
+	ck_assert_msg(cf != NULL, "%s", err);
+	ck_assert_str_eq(cf->cf_tls_cert, "/etc/postern/relay.crt");
+	ck_assert_str_eq(cf->cf_tls_key, "relay key.pem");
+	config_free(cf);
+	refused("[relay]\nstatus = on\ntls_cert = a.crt\n", "t.ini:3: tls_cert "
+	    "is set but tls_key is not: HTTPS needs both the certificate and its "
+	    "key (or neither, for plain HTTP)");
+	refused("[relay]\ntls_key = a.key\n", "t.ini:2: tls_key is set but "
+	    "tls_cert is not: HTTPS needs both the certificate and its key (or "
+	    "neither, for plain HTTP)");
+	refused("[relay]\ntls_cert =\ntls_key = a.key\n", "t.ini:2: 'tls_cert' "
+	    "has no value");
+	refused("[relay]\ntls_cert = a\ntls_key = b\ntls_cert = c\n",
+	    "t.ini:4: 'tls_cert' is set twice in [relay] (first on line 2)");
+	refused_like("[server nas]\nkey = K1\ntls_cert = a.crt\n", "t.ini:3: "
+	    "unknown key 'tls_cert' in [server nas]");
 }
 END_TEST
 
@@ -378,6 +435,7 @@ main(void)
 	tcase_add_test(tc, servers_and_clients);
 	tcase_add_test(tc, missing_file);
 	tcase_add_test(tc, hostport);
+	tcase_add_test(tc, tls_files);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -51,7 +51,7 @@ setup(void)
 	snprintf(text, sizeof(text),
 	    "[relay]\nlisten = 127.0.0.1:0\nstatus = on\nlisten_timeout = 0.4\n"
 	    "listen_grace = 2\nconnect_wait = 1\naccept_timeout = 0.5\n"
-	    "pipe_buffer = 4k\nmax_pending_connects = 1\n"
+	    "pipe_buffer = 4k\nmax_pending_connects = 1\nresume_grace = 0.5\n"
 	    "[server nas]\nkey = %s\nports = ssh web\n"
 	    "[client laptop]\nkey = %s\nallow = nas/*\n"
 	    "[client other]\nkey = %s\nallow = nas/web\n",
@@ -431,10 +431,11 @@ START_TEST(abort_cuts_the_others)
 	ck_assert_int_eq(hc_status(a), 200);
 	hc_chunk(d, "hello", 5);
 	ck_assert_int_eq(hc_read(c, buf, sizeof(buf)), 5);
-	hc_close(a);   /* the server-proxy's accept stream fails */
+	hc_close(a);   /* the server-proxy's accept stream fails: a break */
 	ck_assert_int_eq(hc_read(c, buf, sizeof(buf)), -1);   /* cut, not ended */
 	hc_close(c);
 	hc_close(d);
+	/* Nobody re-attaches: the tunnel ends after resume_grace. */
 	assert_status_zero();
 }
 END_TEST

@@ -35,6 +35,7 @@ START_TEST(calls)
 		{ "/v1/s/nas/downstream/ID", CALL_DOWNSTREAM, "nas", "ID" },
 		{ "/v1/s/nas/upstream/ID", CALL_UPSTREAM, "nas", "ID" },
 		{ "/v1/s/nas/refuse/ID", CALL_REFUSE, "nas", "ID" },
+		{ "/v1/s/nas/receive/ID", CALL_RECEIVE, "nas", "ID" },
 	};
 	size_t i;
 
@@ -50,6 +51,8 @@ START_TEST(calls)
 	ck_assert(route_call_is_server(CALL_REFUSE));
 	ck_assert(!route_call_is_server(CALL_CONNECT));
 	ck_assert(!route_call_is_server(CALL_UPSTREAM));
+	ck_assert(!route_call_is_server(CALL_RECEIVE));
+	ck_assert_str_eq(route_call_name(CALL_RECEIVE), "receive");
 	ck_assert_str_eq(route_call_name(CALL_DOWNSTREAM), "downstream");
 }
 END_TEST

@@ -206,6 +206,95 @@ START_TEST(test_ini)
 }
 END_TEST
 
+/* The forward proxy and resume settings are common to both programs:
+ * the server reads them too, from flags and from [server]. */
+START_TEST(test_resume_and_proxy)
+{
+	struct server_options so;
+	char err[512];
+	const char *p;
+
+	ck_assert_int_eq(parse(&so, err, sizeof(err), R, K, N, E, NULL),
+	    POPT_OK);
+	ck_assert_ptr_null(so.so_ps.ps_proxy);
+	ck_assert_int_eq(so.so_ps.ps_transport, TUNNEL_AUTO);
+	ck_assert_uint_eq(so.so_ps.ps_window, 1048576);
+	ck_assert_uint_eq(so.so_ps.ps_resume_grace_ms, 30000);
+	ck_assert_uint_eq(so.so_ps.ps_peer_timeout_ms, 60000);
+	ck_assert_uint_eq(so.so_ps.ps_segment_bytes, 262144);
+	ck_assert_uint_eq(so.so_ps.ps_segment_ms, 200);
+	ck_assert_uint_eq(so.so_ps.ps_probe_ms, 3000);
+	server_options_free(&so);
+
+	ck_assert_int_eq(parse(&so, err, sizeof(err), R, K, N, E, "--proxy",
+	    "http://[::1]:3128", "--transport", "stream", "--peer-timeout",
+	    "26", NULL), POPT_OK);
+	ck_assert_str_eq(so.so_ps.ps_proxy, "http://[::1]:3128");
+	ck_assert_int_eq(so.so_ps.ps_transport, TUNNEL_STREAM);
+	ck_assert_uint_eq(so.so_ps.ps_peer_timeout_ms, 26000);
+	server_options_free(&so);
+
+	p = write_ini("[server]\n"
+	    "proxy = http://127.0.0.1:3128\n"
+	    "transport = segmented\n"
+	    "window = 256k\n"
+	    "resume_grace = 10\n"
+	    "keepalive = 5\n"
+	    "peer_timeout = 12\n"
+	    "segment_bytes = 512k\n"
+	    "segment_time = 1\n"
+	    "probe_timeout = 2\n");
+	ck_assert_int_eq(parse(&so, err, sizeof(err), R, K, N, E, "--config",
+	    p, NULL), POPT_OK);
+	ck_assert_str_eq(so.so_ps.ps_proxy, "http://127.0.0.1:3128");
+	ck_assert_int_eq(so.so_ps.ps_transport, TUNNEL_SEGMENTED);
+	ck_assert_uint_eq(so.so_ps.ps_window, 262144);
+	ck_assert_uint_eq(so.so_ps.ps_resume_grace_ms, 10000);
+	ck_assert_uint_eq(so.so_ps.ps_peer_timeout_ms, 12000);
+	ck_assert_uint_eq(so.so_ps.ps_segment_bytes, 512 * 1024);
+	ck_assert_uint_eq(so.so_ps.ps_segment_ms, 1000);
+	ck_assert_uint_eq(so.so_ps.ps_probe_ms, 2000);
+	server_options_free(&so);
+	/* The flag wins over the file, and then the pair must agree. */
+	bad_args("--peer-timeout (12 s) must be longer than --keepalive (30 "
+	    "s)", R, K, N, E, "--config", p, "--keepalive", "30", NULL);
+	unlink(p);
+
+	bad_args("--proxy: proxy 'http://proxy' has no port", R, K, N, E,
+	    "--proxy", "http://proxy", NULL);
+	bad_args("--transport: 'x' is not a transport", R, K, N, E,
+	    "--transport", "x", NULL);
+	bad_args("--peer-timeout (10 s) must be longer than --keepalive (25 "
+	    "s)", R, K, N, E, "--peer-timeout", "10", NULL);
+}
+END_TEST
+
+/* How long a replaced server-proxy lets its tunnels run before exiting. */
+START_TEST(test_replaced_grace)
+{
+	struct server_options so;
+	char err[256];
+
+	ck_assert_int_eq(parse(&so, err, sizeof(err), R, K, N, E, NULL),
+	    POPT_OK);
+	ck_assert_uint_eq(so.so_replaced_grace_ms,
+	    SERVER_DEFAULT_REPLACED_GRACE_MS);
+	server_options_free(&so);
+	ck_assert_int_eq(parse(&so, err, sizeof(err), R, K, N, E,
+	    "--replaced-grace", "0", NULL), POPT_OK);
+	ck_assert_uint_eq(so.so_replaced_grace_ms, 0);
+	server_options_free(&so);
+	ck_assert_int_eq(parse(&so, err, sizeof(err), R, K, N, E,
+	    "--replaced_grace", "250ms", NULL), POPT_OK);
+	ck_assert_uint_eq(so.so_replaced_grace_ms, 250);
+	server_options_free(&so);
+	bad_args("--replaced-grace: '-1'", R, K, N, E, "--replaced-grace",
+	    "-1", NULL);
+	bad_args("--replaced-grace: '3601'", R, K, N, E, "--replaced-grace",
+	    "3601", NULL);
+}
+END_TEST
+
 START_TEST(test_backoff)
 {
 	uint64_t ms = 0, seen[12];
@@ -234,6 +323,8 @@ server_options_suite(void)
 	tcase_add_test(tc, test_flags_malformed);
 	tcase_add_test(tc, test_ini);
 	tcase_add_test(tc, test_backoff);
+	tcase_add_test(tc, test_replaced_grace);
+	tcase_add_test(tc, test_resume_and_proxy);
 	suite_add_tcase(s, tc);
 	return s;
 }
