@@ -45,6 +45,8 @@ struct client {
 	LIST_HEAD(, client_tunnel) c_tunnels;
 	unsigned                c_ntunnels;
 	int                     c_fd_warned;
+	int                     c_draining;  /* SIGTERM: telling the peers */
+	struct loop_timer       c_drain;     /* shutdown_grace */
 };
 
 static void
@@ -84,6 +86,20 @@ client_tunnel_closed(struct tunnel *t, const char *reason, void *arg)
 	LIST_REMOVE(ct, ct_link);
 	c->c_ntunnels--;
 	free(ct);
+	if (c->c_draining && c->c_ntunnels == 0) {
+		loop_timer_stop(c->c_loop, &c->c_drain);
+		loop_stop(c->c_loop);
+	}
+}
+
+static void
+client_drain_timeout(struct loop *l, void *arg)
+{
+	struct client *c = arg;
+
+	log_warn("shutdown_grace over; ending %u tunnels", c->c_ntunnels);
+	client_shutdown(c);
+	loop_stop(l);
 }
 
 static void
@@ -239,6 +255,7 @@ client_new(struct loop *l, const struct client_options *co,
 		return NULL;
 	}
 	c->c_loop = l;
+	loop_timer_init(&c->c_drain, client_drain_timeout, c);
 	c->c_opt = co;
 	LIST_INIT(&c->c_tunnels);
 	if (relaycall_conf_url(&c->c_relay, ps->ps_relay, err, errlen) == -1)
@@ -298,6 +315,7 @@ client_shutdown(struct client *c)
 	struct client_tunnel *ct;
 	size_t i;
 
+	loop_timer_stop(c->c_loop, &c->c_drain);
 	for (i = 0; i < c->c_nli; i++) {
 		struct client_listener *li = &c->c_li[i];
 
@@ -310,6 +328,40 @@ client_shutdown(struct client *c)
 	}
 	while ((ct = LIST_FIRST(&c->c_tunnels)) != NULL)
 		tunnel_close(ct->ct_t, "shutdown");
+}
+
+int
+client_drain(struct client *c)
+{
+	struct client_tunnel *ct, *next;
+	size_t i;
+
+	if (c->c_draining)
+		return c->c_ntunnels > 0;
+	c->c_draining = 1;
+	for (i = 0; i < c->c_nli; i++) {
+		struct client_listener *li = &c->c_li[i];
+
+		loop_timer_stop(c->c_loop, &li->li_rest);
+		if (li->li_fd >= 0) {
+			loop_unwatch(c->c_loop, li->li_fd);
+			close(li->li_fd);
+			li->li_fd = -1;
+		}
+	}
+	if (c->c_opt->co_ps.ps_shutdown_grace_ms == 0 || c->c_ntunnels == 0)
+		return 0;
+	log_info("telling the servers of %u open tunnels (at most %llu.%03llu "
+	    "s, shutdown_grace)", c->c_ntunnels,
+	    (unsigned long long)(c->c_opt->co_ps.ps_shutdown_grace_ms / 1000),
+	    (unsigned long long)(c->c_opt->co_ps.ps_shutdown_grace_ms % 1000));
+	loop_timer_start(c->c_loop, &c->c_drain,
+	    c->c_opt->co_ps.ps_shutdown_grace_ms);
+	for (ct = LIST_FIRST(&c->c_tunnels); ct != NULL; ct = next) {
+		next = LIST_NEXT(ct, ct_link);
+		tunnel_abort(ct->ct_t, "the client-proxy is shutting down");
+	}
+	return c->c_ntunnels > 0;
 }
 
 void

@@ -50,6 +50,10 @@ struct client *client_new(struct loop *l, const struct client_options *co,
                           const struct key *k, char *err, size_t errlen);
 /* Closes the listeners and ends every tunnel (reason "shutdown"). */
 void client_shutdown(struct client *c);
+/* SIGTERM: closes the listening ports, tells every open tunnel's server
+ * that the client-proxy is going away, and stops the loop once they have
+ * it (or after shutdown_grace).  0 when there is nothing to wait for. */
+int  client_drain(struct client *c);
 void client_free(struct client *c);
 
 #endif

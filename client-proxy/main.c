@@ -22,6 +22,7 @@ c_new(struct loop *l, const void *o, const struct key *k, char *err,
 }
 static void c_shutdown(void *c) { client_shutdown(c); }
 static void c_free(void *c) { client_free(c); }
+static int c_drain(void *c) { return client_drain(c); }
 
 int
 main(int argc, char **argv)
@@ -29,7 +30,7 @@ main(int argc, char **argv)
 	struct client_options co;
 	const struct proxymain_ops ops = {
 		"postern-client", &co, c_init, c_opts_free, c_parse,
-		c_settings, client_usage, c_new, c_shutdown, c_free, NULL,
+		c_settings, client_usage, c_new, c_shutdown, c_free, NULL, c_drain,
 	};
 
 	return proxymain_run(&ops, argc, argv);

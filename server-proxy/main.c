@@ -23,6 +23,7 @@ s_new(struct loop *l, const void *o, const struct key *k, char *err,
 static void s_shutdown(void *s) { server_shutdown(s); }
 static void s_free(void *s) { server_free(s); }
 static int s_status(void *s) { return server_exit_status(s); }
+static int s_drain(void *s) { return server_drain(s); }
 
 int
 main(int argc, char **argv)
@@ -30,7 +31,7 @@ main(int argc, char **argv)
 	struct server_options so;
 	const struct proxymain_ops ops = {
 		"postern-server", &so, s_init, s_opts_free, s_parse,
-		s_settings, server_usage, s_new, s_shutdown, s_free, s_status,
+		s_settings, server_usage, s_new, s_shutdown, s_free, s_status, s_drain,
 	};
 
 	return proxymain_run(&ops, argc, argv);

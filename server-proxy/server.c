@@ -106,6 +106,7 @@ struct server {
 	char                  sv_instance[SERVER_INSTANCE_LEN + 1];
 	char                  sv_instance_hdr[SERVER_INSTANCE_LEN + 32];
 	int                   sv_replaced;   /* another instance took over */
+	int                   sv_draining;   /* SIGTERM: telling the peers */
 	struct loop_timer     sv_drain;      /* replaced_grace, then exit */
 };
 
@@ -591,7 +592,8 @@ static void server_poll_stop(struct server *sv, struct server_poll *p);
 static void
 server_drained(struct server *sv)
 {
-	if (!sv->sv_replaced || sv->sv_stopping || sv->sv_count != 0)
+	if ((!sv->sv_replaced && !sv->sv_draining) || sv->sv_stopping ||
+	    sv->sv_count != 0)
 		return;
 	loop_timer_stop(sv->sv_loop, &sv->sv_drain);
 	log_info("%s: no tunnels left; exiting", sv->sv_opt->so_name);
@@ -604,12 +606,13 @@ server_drain_timeout(struct loop *l, void *arg)
 	struct server *sv = arg;
 
 	(void)l;
-	log_warn("%s: replaced_grace over; ending %u tunnels", sv->sv_opt->so_name,
-	    sv->sv_count);
+	log_warn("%s: %s over; ending %u tunnels", sv->sv_opt->so_name,
+	    sv->sv_draining ? "shutdown_grace" : "replaced_grace", sv->sv_count);
 	while (!LIST_EMPTY(&sv->sv_dials))
 		server_dial_free(LIST_FIRST(&sv->sv_dials));
 	while (!LIST_EMPTY(&sv->sv_tunnels))
-		tunnel_close(LIST_FIRST(&sv->sv_tunnels)->st_t, "replaced");
+		tunnel_close(LIST_FIRST(&sv->sv_tunnels)->st_t,
+		    sv->sv_draining ? "shutdown" : "replaced");
 	/* With none left the last close stopped the loop; stop it anyway. */
 	loop_stop(sv->sv_loop);
 }
@@ -950,6 +953,40 @@ server_shutdown(struct server *sv)
 		server_dial_free(LIST_FIRST(&sv->sv_dials));
 	while (!LIST_EMPTY(&sv->sv_tunnels))
 		tunnel_close(LIST_FIRST(&sv->sv_tunnels)->st_t, "shutdown");
+}
+
+int
+server_drain(struct server *sv)
+{
+	struct server_tunnel *st, *next;
+	size_t i, j;
+
+	if (sv->sv_replaced || sv->sv_draining)
+		return sv->sv_count > 0;
+	sv->sv_draining = 1;
+	for (i = 0; i < sv->sv_nports; i++) {
+		if (sv->sv_ports[i].sp_polls == NULL)
+			continue;
+		for (j = 0; j < sv->sv_opt->so_listens_per_port; j++)
+			server_poll_stop(sv, &sv->sv_ports[i].sp_polls[j]);
+	}
+	while (!LIST_EMPTY(&sv->sv_dials))
+		server_dial_free(LIST_FIRST(&sv->sv_dials));
+	if (sv->sv_opt->so_ps.ps_shutdown_grace_ms == 0 || sv->sv_count == 0)
+		return 0;
+	log_info("%s: telling the clients of %u open tunnels (at most "
+	    "%llu.%03llu s, shutdown_grace)", sv->sv_opt->so_name, sv->sv_count,
+	    (unsigned long long)(sv->sv_opt->so_ps.ps_shutdown_grace_ms / 1000),
+	    (unsigned long long)(sv->sv_opt->so_ps.ps_shutdown_grace_ms % 1000));
+	loop_timer_start(sv->sv_loop, &sv->sv_drain,
+	    sv->sv_opt->so_ps.ps_shutdown_grace_ms);
+	for (st = LIST_FIRST(&sv->sv_tunnels); st != NULL; st = next) {
+		next = LIST_NEXT(st, st_link);
+		tunnel_abort(st->st_t, "the server-proxy is shutting down");
+	}
+	if (sv->sv_count == 0)
+		return 0;
+	return 1;
 }
 
 void

@@ -58,6 +58,10 @@ struct server *server_new(struct loop *l, const struct server_options *so,
                           const struct key *k, char *err, size_t errlen);
 /* Stops the listens and dials, ends every tunnel ("shutdown"). */
 void server_shutdown(struct server *sv);
+/* SIGTERM: stops listening, tells every open tunnel's client that the
+ * server-proxy is going away, and stops the loop once they have it (or
+ * after shutdown_grace).  0 when there is nothing to wait for. */
+int  server_drain(struct server *sv);
 void server_free(struct server *sv);
 
 /* 1 when the server stopped because another instance with its key took

@@ -29,6 +29,7 @@ proxy_settings_init(struct proxy_settings *ps)
 	ps->ps_segment_bytes = PROXY_DEFAULT_SEGMENT_BYTES;
 	ps->ps_segment_ms = PROXY_DEFAULT_SEGMENT_MS;
 	ps->ps_probe_ms = PROXY_DEFAULT_PROBE_MS;
+	ps->ps_shutdown_grace_ms = PROXY_DEFAULT_SHUTDOWN_GRACE_MS;
 }
 
 void
@@ -411,6 +412,13 @@ set_probe_timeout(void *cfg, const char *v, char *err, size_t errlen)
 }
 
 static int
+set_shutdown_grace(void *cfg, const char *v, char *err, size_t errlen)
+{
+	return popt_seconds(v, PROXY_TIME_LIMIT_S, 1,
+	    &PS(cfg)->ps_shutdown_grace_ms, err, errlen);
+}
+
+static int
 set_verbose(void *cfg, const char *v, char *err, size_t errlen)
 {
 	(void)v;
@@ -479,6 +487,9 @@ const struct popt proxy_common_opts[] = {
 	  "an upload segment ends this long after its first byte (0.2)" },
 	{ "probe_timeout", 0, POPT_VALUE, set_probe_timeout, NULL, "SECONDS",
 	  "auto: segments when streamed bytes go unacknowledged this long (3)" },
+	{ "shutdown_grace", 0, POPT_VALUE, set_shutdown_grace, NULL, "SECONDS",
+	  "on SIGTERM, time to tell open tunnels' peers before exiting (2; 0: "
+	  "reset at once)" },
 	{ "verbose", 'v', POPT_NOINI, set_verbose, NULL, NULL,
 	  "log more (repeat for debug)" },
 	{ "quiet", 'q', POPT_NOINI, set_quiet, NULL, NULL,

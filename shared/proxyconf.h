@@ -26,6 +26,7 @@
 #define PROXY_DEFAULT_SEGMENT_BYTES      (256 * 1024)
 #define PROXY_DEFAULT_SEGMENT_MS         200
 #define PROXY_DEFAULT_PROBE_MS           3000
+#define PROXY_DEFAULT_SHUTDOWN_GRACE_MS  2000 /* SIGTERM: tell peers, then exit */
 
 #define PROXY_FRAME_MAX_LIMIT (1024 * 1024)     /* receivers' decoder limit */
 #define PROXY_BUFFER_MIN      (16 * 1024)       /* one curl write chunk */
@@ -71,6 +72,7 @@ struct proxy_settings {
 	size_t   ps_segment_bytes;
 	uint64_t ps_segment_ms;
 	uint64_t ps_probe_ms;
+	uint64_t ps_shutdown_grace_ms;  /* 0: tunnels are reset at once */
 	int      ps_verbosity;          /* -v count minus -q count */
 };
 

@@ -16,6 +16,7 @@
 struct proxymain {
 	const struct proxymain_ops *pm_ops;
 	void                       *pm_proxy;
+	int                         pm_draining;
 };
 
 static void
@@ -27,7 +28,14 @@ proxymain_on_signal(struct loop *l, int fd, int events, void *arg)
 	(void)events;
 	if (read(fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
 		return;
-	log_info("%s: shutting down", strsignal((int)si.ssi_signo));
+	if (!pm->pm_draining && pm->pm_ops->pm_drain != NULL) {
+		log_info("%s: shutting down (again to stop at once)",
+		    strsignal((int)si.ssi_signo));
+		pm->pm_draining = 1;
+		if (pm->pm_ops->pm_drain(pm->pm_proxy))
+			return;
+	} else
+		log_info("%s: shutting down", strsignal((int)si.ssi_signo));
 	pm->pm_ops->pm_shutdown(pm->pm_proxy);
 	loop_stop(l);
 }

@@ -27,6 +27,11 @@ struct proxymain_ops {
 	/* Or NULL: the exit status after the loop stopped without an error
 	 * (0 for a clean stop; the server's 1 when it was replaced). */
 	int (*pm_status)(void *proxy);
+	/* Or NULL: the first SIGTERM/SIGINT starts a graceful stop (peers
+	 * are told, the proxy stops the loop when done or out of time);
+	 * returns 0 when there is nothing to wait for.  A second signal
+	 * stops at once. */
+	int  (*pm_drain)(void *proxy);
 };
 
 /* Runs the program to completion; returns the exit status

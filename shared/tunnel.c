@@ -126,6 +126,7 @@ struct tunnel {
 	char    *tn_errjson;               /* TUNNEL_ERRJSON_MAX, on use */
 	size_t   tn_errjson_len;
 	char     tn_peer_error[200];       /* the peer's error frame, in words */
+	char     tn_abort[160];            /* tunnel_abort's why, or "" */
 	uint64_t tn_down_last;             /* ms: last download byte */
 
 	/* resuming */
@@ -169,6 +170,7 @@ static void tunnel_note(struct tunnel *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void tunnel_upload_wake(struct tunnel *t);
 static int  tunnel_can_read(const struct tunnel *t);
+static int  tunnel_final_made(const struct tunnel *t);
 
 struct tunnel_batch *
 tunnel_batch_new(void)
@@ -352,6 +354,36 @@ tunnel_teardown(struct tunnel *t)
 }
 
 void
+tunnel_abort(struct tunnel *t, const char *why)
+{
+	if (t->tn_closing)
+		return;
+	if (!t->tn_accepted || t->tn_down_finished || t->tn_finished) {
+		tunnel_close(t, why);
+		return;
+	}
+	snprintf(t->tn_abort, sizeof(t->tn_abort), "%s", why);
+	if (!t->tn_sock_dead && t->tn_fd >= 0) {
+		loop_unwatch(t->tn_env->te_loop, t->tn_fd);
+		t->tn_watch = 0;
+		net_reset_close(t->tn_fd);
+		t->tn_fd = -1;
+	}
+	t->tn_sock_dead = 1;
+	t->tn_shut = 1;
+	tunnel_batch_drop(t);
+	ring_free(&t->tn_out);
+	if (!tunnel_final_made(t))
+		t->tn_sock_err = ECONNABORTED;
+	if (t->tn_down_paused) {
+		t->tn_down_paused = 0;
+		t->tn_want_unpause = 1;
+		tunnel_kick(t);
+	}
+	tunnel_upload_wake(t);
+}
+
+void
 tunnel_close(struct tunnel *t, const char *reason)
 {
 	if (!t->tn_closing) {
@@ -520,7 +552,9 @@ tunnel_check_done(struct tunnel *t)
 	if (!t->tn_sock_dead && (!t->tn_shut || ring_len(&t->tn_out) > 0 ||
 	    tunnel_batched(t) > 0))
 		return;
-	if (t->tn_peer_error[0] != '\0')
+	if (t->tn_abort[0] != '\0')
+		tunnel_fail(t, 1, "%s", t->tn_abort);
+	else if (t->tn_peer_error[0] != '\0')
 		tunnel_fail(t, 1, "peer error: %s", t->tn_peer_error);
 	else if (t->tn_sock_err == ECONNRESET || t->tn_sock_err == EPIPE)
 		tunnel_fail(t, 1, "%s reset", tunnel_local_role(t));
@@ -706,7 +740,10 @@ tunnel_put_error(struct tunnel *t, uint8_t *buf, size_t room)
 
 	net_peer_text(&t->tn_peer, where, sizeof(where));
 	code = net_errno_name(t->tn_sock_err, namebuf, sizeof(namebuf));
-	if (t->tn_side == TUNNEL_CLIENT)
+	if (t->tn_abort[0] != '\0') {
+		snprintf(msg, sizeof(msg), "%s", t->tn_abort);
+		code = "shutdown";
+	} else if (t->tn_side == TUNNEL_CLIENT)
 		snprintf(msg, sizeof(msg), "client %s: %s", where,
 		    strerror(t->tn_sock_err));
 	else

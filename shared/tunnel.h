@@ -124,6 +124,12 @@ int  tunnel_accept(struct tunnel *t, const char *id, char *err, size_t errlen);
 /* Ends the tunnel now (shutdown of the process): resets the socket,
  * stops both transfers, reports reason.  Not from a curl callback. */
 void tunnel_close(struct tunnel *t, const char *reason);
+/* Ends the tunnel on purpose but tells the peer: the socket is reset now,
+ * an error frame {"message": why, "code": "shutdown"} goes to the other
+ * proxy, and tc_closed (reason why) follows once it has been
+ * acknowledged, or at tunnel_close.  A tunnel the relay has not accepted
+ * yet is closed at once.  Not from a curl callback. */
+void tunnel_abort(struct tunnel *t, const char *why);
 
 const char *tunnel_id(const struct tunnel *t);        /* "" until known */
 const struct net_peer *tunnel_peer(const struct tunnel *t);

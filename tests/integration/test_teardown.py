@@ -193,11 +193,18 @@ def _sigterm(bindir, name, which):
         check(rc == 0, "%s exited %s on SIGTERM with a tunnel open; stderr:"
               " %s" % (first.name, rc, first.log()[-800:]))
         if which != "relay":
-            # The tunnel went with it (at once, or resume_grace later
-            # at the relay): the local socket ends.
+            # The proxy told the other one before it went (shutdown_grace):
+            # the far side's socket ends at once, not resume_grace later,
+            # and its log says why.
             how, dt, _ = wait_closed(s, 15)
             check(how != "open", "local socket still open 15 s after %s "
                   "stopped" % first.name)
+            check(dt < 1.5, "local socket ended %.1f s after %s stopped: "
+                  "the other proxy was not told" % (dt, first.name))
+            other = client if which == "server" else server
+            other.wait_log(r"reason=peer error: the %s-proxy is shutting "
+                           r"down \(shutdown\)" % which, 5,
+                           what="the other proxy's close reason")
         s.close()
         # The others stop cleanly too, whatever state that left them in.
         for p in procs.values():

@@ -320,7 +320,28 @@ START_TEST(test_resume_and_proxy_defaults)
 	ck_assert_uint_eq(co.co_ps.ps_segment_bytes, 262144);
 	ck_assert_uint_eq(co.co_ps.ps_segment_ms, 200);
 	ck_assert_uint_eq(co.co_ps.ps_probe_ms, 3000);
+	ck_assert_uint_eq(co.co_ps.ps_shutdown_grace_ms, 2000);
 	client_options_free(&co);
+}
+END_TEST
+
+START_TEST(test_shutdown_grace)
+{
+	struct client_options co;
+	char err[256];
+
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L,
+	    "--shutdown-grace", "0", NULL), POPT_OK);
+	ck_assert_uint_eq(co.co_ps.ps_shutdown_grace_ms, 0);
+	client_options_free(&co);
+	ck_assert_int_eq(parse(&co, err, sizeof(err), R, K, L,
+	    "--shutdown-grace", "0.5", NULL), POPT_OK);
+	ck_assert_uint_eq(co.co_ps.ps_shutdown_grace_ms, 500);
+	client_options_free(&co);
+	bad_args("--shutdown-grace: 'soon'", R, K, L, "--shutdown-grace",
+	    "soon", NULL);
+	bad_args("--shutdown-grace: '-1'", R, K, L, "--shutdown-grace", "-1",
+	    NULL);
 }
 END_TEST
 
@@ -535,6 +556,7 @@ client_options_suite(void)
 	tcase_add_test(tc, test_resume_and_proxy_settings);
 	tcase_add_test(tc, test_resume_and_proxy_malformed);
 	tcase_add_test(tc, test_resume_and_proxy_ini);
+	tcase_add_test(tc, test_shutdown_grace);
 	suite_add_tcase(s, tc);
 	return s;
 }
