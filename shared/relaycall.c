@@ -26,13 +26,51 @@ relaycall_name_valid(const char *s)
 	return n >= 1;
 }
 
+/* A URL's parts as libcurl splits them: NULL where absent, each freed by
+ * relaycall_parts_free. */
+struct relaycall_parts {
+	char *rp_scheme, *rp_host, *rp_port, *rp_path, *rp_query, *rp_frag;
+	char *rp_user;
+};
+
+static void
+relaycall_parts_get(CURLU *u, struct relaycall_parts *p)
+{
+	curl_url_get(u, CURLUPART_SCHEME, &p->rp_scheme, 0);
+	curl_url_get(u, CURLUPART_HOST, &p->rp_host, 0);
+	curl_url_get(u, CURLUPART_PORT, &p->rp_port, 0);
+	curl_url_get(u, CURLUPART_PATH, &p->rp_path, 0);
+	curl_url_get(u, CURLUPART_QUERY, &p->rp_query, 0);
+	curl_url_get(u, CURLUPART_FRAGMENT, &p->rp_frag, 0);
+	curl_url_get(u, CURLUPART_USER, &p->rp_user, 0);
+}
+
+static void
+relaycall_parts_free(struct relaycall_parts *p)
+{
+	curl_free(p->rp_scheme);
+	curl_free(p->rp_host);
+	curl_free(p->rp_port);
+	curl_free(p->rp_path);
+	curl_free(p->rp_query);
+	curl_free(p->rp_frag);
+	curl_free(p->rp_user);
+}
+
+/* 1 for the schemes Postern speaks to a relay or a proxy. */
+static int
+relaycall_scheme_ok(const char *scheme)
+{
+	return scheme != NULL && (strcmp(scheme, "http") == 0 ||
+	    strcmp(scheme, "https") == 0);
+}
+
 int
 relaycall_conf_url(struct relaycall_conf *rc, const char *url, char *err,
     size_t errlen)
 {
 	CURLU *u;
-	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
-	char *query = NULL, *user = NULL, *frag = NULL;
+	struct relaycall_parts p = { 0 };
 	size_t plen;
 	int rv = -1;
 
@@ -51,46 +89,34 @@ relaycall_conf_url(struct relaycall_conf *rc, const char *url, char *err,
 		    "http://HOST:PORT or https://HOST", url);
 		goto done;
 	}
-	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
-	curl_url_get(u, CURLUPART_HOST, &host, 0);
-	curl_url_get(u, CURLUPART_PORT, &port, 0);
-	curl_url_get(u, CURLUPART_PATH, &path, 0);
-	curl_url_get(u, CURLUPART_QUERY, &query, 0);
-	curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0);
-	curl_url_get(u, CURLUPART_USER, &user, 0);
-	if (scheme == NULL || (strcmp(scheme, "http") != 0 &&
-	    strcmp(scheme, "https") != 0)) {
+	relaycall_parts_get(u, &p);
+	if (!relaycall_scheme_ok(p.rp_scheme)) {
 		snprintf(err, errlen, "relay URL '%s': the scheme must be http "
 		    "or https", url);
 		goto done;
 	}
-	if (host == NULL || host[0] == '\0') {
+	if (p.rp_host == NULL || p.rp_host[0] == '\0') {
 		snprintf(err, errlen, "relay URL '%s' has no host", url);
 		goto done;
 	}
-	if (query != NULL || frag != NULL || user != NULL) {
+	if (p.rp_query != NULL || p.rp_frag != NULL || p.rp_user != NULL) {
 		snprintf(err, errlen, "relay URL '%s': remove the query, "
 		    "fragment or user name", url);
 		goto done;
 	}
-	snprintf(rc->rc_base, sizeof(rc->rc_base), "%s://%s%s%s", scheme,
-	    host, port != NULL ? ":" : "", port != NULL ? port : "");
+	snprintf(rc->rc_base, sizeof(rc->rc_base), "%s://%s%s%s", p.rp_scheme,
+	    p.rp_host, p.rp_port != NULL ? ":" : "",
+	    p.rp_port != NULL ? p.rp_port : "");
 	/* The prefix is signed as part of the path: a reverse proxy in
 	 * front of the relay must pass it through unchanged. */
 	snprintf(rc->rc_prefix, sizeof(rc->rc_prefix), "%s",
-	    path != NULL ? path : "");
+	    p.rp_path != NULL ? p.rp_path : "");
 	plen = strlen(rc->rc_prefix);
 	while (plen > 0 && rc->rc_prefix[plen - 1] == '/')
 		rc->rc_prefix[--plen] = '\0';
 	rv = 0;
 done:
-	curl_free(scheme);
-	curl_free(host);
-	curl_free(port);
-	curl_free(path);
-	curl_free(query);
-	curl_free(frag);
-	curl_free(user);
+	relaycall_parts_free(&p);
 	curl_url_cleanup(u);
 	return rv;
 }
@@ -99,8 +125,7 @@ int
 relaycall_proxy_url(const char *url, char *err, size_t errlen)
 {
 	CURLU *u;
-	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
-	char *query = NULL, *frag = NULL;
+	struct relaycall_parts p = { 0 };
 	const curl_version_info_data *vi;
 	char shown[RELAYCALL_URL_MAX];
 	const char *at, *sep;
@@ -134,36 +159,30 @@ relaycall_proxy_url(const char *url, char *err, size_t errlen)
 		    "http://HOST:PORT or https://HOST:PORT", shown);
 		goto done;
 	}
-	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
-	curl_url_get(u, CURLUPART_HOST, &host, 0);
-	curl_url_get(u, CURLUPART_PORT, &port, 0);
-	curl_url_get(u, CURLUPART_PATH, &path, 0);
-	curl_url_get(u, CURLUPART_QUERY, &query, 0);
-	curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0);
-	if (scheme == NULL || (strcmp(scheme, "http") != 0 &&
-	    strcmp(scheme, "https") != 0)) {
+	relaycall_parts_get(u, &p);
+	if (!relaycall_scheme_ok(p.rp_scheme)) {
 		snprintf(err, errlen, "proxy '%s': the scheme must be http or "
 		    "https (an HTTP proxy, reached in plain text or over TLS)",
 		    shown);
 		goto done;
 	}
-	if (host == NULL || host[0] == '\0') {
+	if (p.rp_host == NULL || p.rp_host[0] == '\0') {
 		snprintf(err, errlen, "proxy '%s' has no host", shown);
 		goto done;
 	}
-	if (port == NULL && strcmp(scheme, "http") == 0) {
+	if (p.rp_port == NULL && strcmp(p.rp_scheme, "http") == 0) {
 		snprintf(err, errlen, "proxy '%s' has no port; add it, e.g. "
-		    "http://%s:3128", shown, host);
+		    "http://%s:3128", shown, p.rp_host);
 		goto done;
 	}
-	if ((path != NULL && strcmp(path, "/") != 0 && path[0] != '\0') ||
-	    query != NULL || frag != NULL) {
+	if ((p.rp_path != NULL && strcmp(p.rp_path, "/") != 0 &&
+	    p.rp_path[0] != '\0') || p.rp_query != NULL || p.rp_frag != NULL) {
 		snprintf(err, errlen, "proxy '%s': remove the path, query or "
 		    "fragment (a proxy is HOST:PORT)", shown);
 		goto done;
 	}
 	vi = curl_version_info(CURLVERSION_NOW);
-	if (strcmp(scheme, "https") == 0 &&
+	if (strcmp(p.rp_scheme, "https") == 0 &&
 	    !(vi->features & CURL_VERSION_HTTPS_PROXY)) {
 		snprintf(err, errlen, "proxy '%s': this libcurl (%s) cannot "
 		    "speak TLS to a proxy; use an http:// proxy (an https "
@@ -173,12 +192,7 @@ relaycall_proxy_url(const char *url, char *err, size_t errlen)
 	}
 	rv = 0;
 done:
-	curl_free(scheme);
-	curl_free(host);
-	curl_free(port);
-	curl_free(path);
-	curl_free(query);
-	curl_free(frag);
+	relaycall_parts_free(&p);
 	curl_url_cleanup(u);
 	return rv;
 }

@@ -456,8 +456,11 @@ class FaultProxy:
 # -- self-test: python3 faultproxy.py -----------------------------------------
 
 def _selftest():
-    import hashlib
     import os
+
+    # The test services (run as a script, this file's folder is on the
+    # path).
+    from services import Echo, Sink
 
     MIB = 1 << 20
     failures = []
@@ -467,61 +470,22 @@ def _selftest():
             failures.append(msg)
             print("FAIL " + msg)
 
-    class Echo:
-        def __init__(self):
-            self.ls = socket.socket()
-            self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.ls.bind(("127.0.0.1", 0))
-            self.ls.listen(64)
-            self.addr = self.ls.getsockname()
-            threading.Thread(target=self._loop, daemon=True).start()
+    def send_total(s, block, total):
+        """Writes total bytes in blocks, then half-closes."""
+        sent = 0
+        while sent < total:
+            s.sendall(block)
+            sent += len(block)
+        s.shutdown(socket.SHUT_WR)
 
-        def _loop(self):
-            while True:
-                try:
-                    c, _ = self.ls.accept()
-                except OSError:
-                    return
-                threading.Thread(target=self._one, args=(c,),
-                                 daemon=True).start()
-
-        def _one(self, c):
-            try:
-                while True:
-                    d = c.recv(BUF)
-                    if not d:
-                        c.shutdown(socket.SHUT_WR)
-                        return
-                    c.sendall(d)
-            except OSError:
-                pass
-            finally:
-                c.close()
-
-    class Sink:
-        def __init__(self):
-            self.ls = socket.socket()
-            self.ls.bind(("127.0.0.1", 0))
-            self.ls.listen(8)
-            self.addr = self.ls.getsockname()
-            threading.Thread(target=self._loop, daemon=True).start()
-
-        def _loop(self):
-            while True:
-                try:
-                    c, _ = self.ls.accept()
-                except OSError:
-                    return
-                n = 0
-                h = hashlib.sha256()
-                while True:
-                    d = c.recv(1 << 20)
-                    if not d:
-                        break
-                    n += len(d)
-                    h.update(d)
-                c.sendall(b"%d %s" % (n, h.hexdigest().encode()))
-                c.close()
+    def silent(s, secs, what):
+        """Nothing arrives on s for secs."""
+        s.settimeout(secs)
+        try:
+            d = s.recv(100)
+            check(False, "blackhole: %s got %r" % (what, d))
+        except socket.timeout:
+            pass
 
     def echo_round(port, data, timeout=10):
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -563,11 +527,7 @@ def _selftest():
     block = os.urandom(4 * MIB)
     s = socket.create_connection(("127.0.0.1", fp2.port))
     t0 = time.monotonic()
-    sent = 0
-    while sent < total:
-        s.sendall(block)
-        sent += len(block)
-    s.shutdown(socket.SHUT_WR)
+    send_total(s, block, total)
     ans = s.recv(200)
     dt = time.monotonic() - t0
     s.close()
@@ -577,6 +537,7 @@ def _selftest():
           % (total // MIB, dt, rate))
     check(rate > 100, "throughput %.0f MiB/s is under 100 MiB/s" % rate)
     fp2.stop()
+    sink.stop()
 
     # 3. duplex throughput through the echo.
     total = 256 * MIB
@@ -592,11 +553,7 @@ def _selftest():
     t = threading.Thread(target=rd, daemon=True)
     t.start()
     t0 = time.monotonic()
-    sent = 0
-    while sent < total:
-        s.sendall(block)
-        sent += len(block)
-    s.shutdown(socket.SHUT_WR)
+    send_total(s, block, total)
     t.join(60)
     dt = time.monotonic() - t0
     s.close()
@@ -643,20 +600,10 @@ def _selftest():
     fp.blackhole()
     time.sleep(0.1)
     s.sendall(b"held")
-    s.settimeout(0.5)
-    try:
-        d = s.recv(100)
-        check(False, "blackhole: got %r through a blackhole" % d)
-    except socket.timeout:
-        pass
+    silent(s, 0.5, "an open connection")
     s2 = socket.create_connection(("127.0.0.1", fp.port), timeout=5)
     s2.sendall(b"new")
-    s2.settimeout(0.3)
-    try:
-        d = s2.recv(100)
-        check(False, "blackhole: new connection got %r" % d)
-    except socket.timeout:
-        pass
+    silent(s2, 0.3, "a new connection")
     fp.pass_through()
     s.settimeout(5)
     check(s.recv(100) == b"held", "blackhole: held bytes not delivered "
@@ -696,6 +643,7 @@ def _selftest():
     check(echo_round(fp.port, b"again") == b"again", "refuse: no echo after")
     print("final stats: %s" % fp.stats())
     fp.stop()
+    echo.stop()
     check(fp.error is None, "loop error: %s" % fp.error)
     print("faultproxy self-test: %s" % ("FAIL" if failures else "ok"))
     return 1 if failures else 0

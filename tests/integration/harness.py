@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -245,15 +246,24 @@ class Proc:
 
 
 class Relay:
-    def __init__(self, proc, host, port):
+    """A running relay as the harness sees it.  ctx: the ssl context of
+    the harness's own requests to a relay on HTTPS (None: plain HTTP)."""
+
+    def __init__(self, proc, host, port, ctx=None):
         self.proc = proc
         self.host = host
         self.port = port
-        self.url = "http://%s:%d" % (host, port)
+        self.ctx = ctx
+        self.url = "%s://%s:%d" % ("https" if ctx else "http", host, port)
 
     def request(self, method, path, headers=None, body=None, timeout=10):
         """One HTTP request on a fresh connection: (status, headers, body)."""
-        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        if self.ctx is None:
+            c = http.client.HTTPConnection(self.host, self.port,
+                                           timeout=timeout)
+        else:
+            c = http.client.HTTPSConnection(self.host, self.port,
+                                            timeout=timeout, context=self.ctx)
         try:
             c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()
@@ -394,13 +404,23 @@ class Env:
         return path
 
     def start_relay(self, ini="relay.ini", args=(), name="relay",
-                    listen="127.0.0.1:0"):
-        p = self.start(name, [self.bin("postern-relay"), "--config",
-                              self.path(ini), "--listen", listen]
-                       + list(args))
-        m = p.wait_log(r"listening on http://([0-9.]+):(\d+)",
-                       what="'listening on http://HOST:PORT'")
-        self.relay = Relay(p, m.group(1), int(m.group(2)))
+                    listen="127.0.0.1:0", tls=None, cafile=None):
+        """tls: (cert, key) to serve HTTPS (--tls-cert, --tls-key); the
+        harness's own requests then check the relay's certificate against
+        cafile, or nothing when cafile is None: the proxies are what is
+        under test."""
+        argv = [self.bin("postern-relay"), "--config", self.path(ini),
+                "--listen", listen]
+        ctx = None
+        if tls is not None:
+            argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+            ctx = ssl.create_default_context(cafile=cafile) if cafile \
+                else ssl._create_unverified_context()
+        p = self.start(name, argv + list(args))
+        scheme = "https" if tls is not None else "http"
+        m = p.wait_log(r"listening on %s://([0-9.]+):(\d+)" % scheme,
+                       what="'listening on %s://HOST:PORT'" % scheme)
+        self.relay = Relay(p, m.group(1), int(m.group(2)), ctx)
         return self.relay
 
     # -- proxies --------------------------------------------------------
@@ -536,6 +556,54 @@ def connect(port, timeout=10.0):
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
+
+
+def echo_round(sock, data, timeout=10):
+    """Sends data on an echo tunnel and checks the same comes back."""
+    sock.sendall(data)
+    sock.settimeout(timeout)
+    got = b""
+    while len(got) < len(data):
+        d = sock.recv(65536)
+        check(d, "echo tunnel ended after %d of %d bytes"
+              % (len(got), len(data)))
+        got += d
+    check(got == data, "echo returned %r, sent %r" % (got[:60], data[:60]))
+
+
+def echo_once(port, data=b"hello", timeout=10):
+    """echo_round on a new connection to 127.0.0.1:port."""
+    s = connect(port, timeout=timeout)
+    try:
+        echo_round(s, data, timeout)
+    finally:
+        s.close()
+
+
+def send_pattern(sock, seed, total, chunk=1 << 20):
+    """Writes total Pattern(seed) bytes; returns their sha256 (hex)."""
+    p = Pattern(seed, total)
+    h = hashlib.sha256()
+    while p.left:
+        d = p.chunk(chunk)
+        h.update(d)
+        sock.sendall(d)
+    return h.hexdigest()
+
+
+def recv_hashed(sock, timeout, chunk=1 << 20):
+    """Reads to EOF, each read within timeout: (bytes read, sha256
+    hex)."""
+    h = hashlib.sha256()
+    n = 0
+    sock.settimeout(timeout)
+    while True:
+        d = sock.recv(chunk)
+        if not d:
+            break
+        h.update(d)
+        n += len(d)
+    return n, h.hexdigest()
 
 
 def recv_all(sock, timeout, limit=1 << 30):

@@ -1,8 +1,8 @@
 """TCP services the tests expose through the tunnel: echo, hashing sink,
 pattern source, half-close responder, and a selector-driven many-socket
-echo client.  All bind 127.0.0.1 on an ephemeral port; all threads are
-daemons and stop() closes every socket, so a failing test cannot hang on
-them."""
+echo client (echo_duplex, EchoClients).  All bind 127.0.0.1 on an
+ephemeral port; all threads are daemons and stop() closes every socket,
+so a failing test cannot hang on them."""
 
 import hashlib
 import selectors
@@ -208,13 +208,109 @@ class Silent(TcpService):
                 return
 
 
-class EchoClients:
-    """Drives many echo sockets at once from one thread with selectors.
+def echo_duplex(socks, plans, timeout, stall=None, on_stall=None):
+    """Drives connected echo sockets at once from one thread with
+    selectors.  plans[i] is (seed, total bytes, write sizes function) for
+    socks[i]: each socket writes its pattern in the planned write sizes
+    while reading back, then half-closes and reads to EOF.  Fails unless
+    every socket got back exactly what it sent (same length and sha256)
+    within timeout seconds, and (with stall) with no byte moving for
+    stall seconds at most; on_stall() adds to that failure's message.
+    Returns the bytes each way, all sockets together."""
+    sel = selectors.DefaultSelector()
+    states = []
+    for i, (s, (seed, total, sizes)) in enumerate(zip(socks, plans)):
+        s.setblocking(False)
+        st = {"i": i, "sock": s, "pat": Pattern(seed, total),
+              "sizes": sizes, "pending": b"", "sent_h": hashlib.sha256(),
+              "recv_h": hashlib.sha256(), "sent": 0, "recvd": 0,
+              "total": total, "wr_done": False, "eof": False,
+              "error": None}
+        states.append(st)
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, st)
+    live = len(states)
+    deadline = time.monotonic() + timeout
+    last_progress = time.monotonic()
+    while live:
+        now = time.monotonic()
+        stalled = stall is not None and now - last_progress > stall
+        if now > deadline or stalled:
+            stuck = [st for st in states if not st["eof"]]
+            ex = stuck[0]
+            extra = on_stall() if on_stall else ""
+            for st in states:
+                st["sock"].close()
+            raise TestFailure(
+                "%d of %d echo sockets unfinished (%s; e.g. #%d: sent %d/%d,"
+                " received %d)%s" % (
+                    len(stuck), len(states),
+                    "after %.0f s" % timeout if now > deadline
+                    else "no byte moved for %.0f s" % stall,
+                    ex["i"], ex["sent"], ex["total"], ex["recvd"], extra))
+        for key, ev in sel.select(timeout=0.5):
+            st = key.data
+            s = st["sock"]
+            if ev & selectors.EVENT_READ:
+                try:
+                    d = s.recv(1 << 18)
+                except BlockingIOError:
+                    d = None
+                except OSError as e:
+                    st["error"] = "read: %r" % e
+                    d = b""
+                if d:
+                    st["recv_h"].update(d)
+                    st["recvd"] += len(d)
+                    last_progress = time.monotonic()
+                elif d == b"":
+                    st["eof"] = True
+                    sel.unregister(s)
+                    s.close()
+                    live -= 1
+                    continue
+            if ev & selectors.EVENT_WRITE and not st["wr_done"]:
+                if not st["pending"]:
+                    st["pending"] = st["pat"].chunk(st["sizes"]())
+                    st["sent_h"].update(st["pending"])
+                try:
+                    k = s.send(st["pending"])
+                except BlockingIOError:
+                    k = 0
+                except OSError as e:
+                    st["error"] = "write: %r" % e
+                    k = 0
+                    st["pending"] = b""
+                    st["pat"].left = 0
+                if k:
+                    last_progress = time.monotonic()
+                st["pending"] = st["pending"][k:]
+                st["sent"] += k
+                if not st["pending"] and st["pat"].left == 0:
+                    st["wr_done"] = True
+                    try:
+                        s.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    sel.modify(s, selectors.EVENT_READ, st)
+    sel.close()
+    bad = []
+    for st in states:
+        same = st["recv_h"].digest() == st["sent_h"].digest()
+        if st["error"] or st["recvd"] != st["total"] or not same:
+            bad.append("#%d sent %d received %d%s%s" % (
+                st["i"], st["sent"], st["recvd"],
+                "" if same else " (sha256 differs)",
+                " " + st["error"] if st["error"] else ""))
+    if bad:
+        raise TestFailure("%d of %d echo sockets wrong: %s"
+                          % (len(bad), len(states), "; ".join(bad[:5])))
+    return sum(st["total"] for st in states)
 
-    Each plan is (seed, total bytes, write sizes function).  Every socket
-    writes its pattern in the planned write sizes while reading back, then
-    half-closes and reads to EOF; at the end the received hash must equal
-    the sent hash."""
+
+class EchoClients:
+    """Opens one socket per plan to 127.0.0.1:port and drives them all
+    with echo_duplex.  Each plan is (seed, total bytes, write sizes
+    function)."""
 
     def __init__(self, port, plans, timeout):
         self.port = port
@@ -222,88 +318,11 @@ class EchoClients:
         self.timeout = timeout
 
     def run(self):
-        sel = selectors.DefaultSelector()
-        states = []
-        for i, (seed, total, sizes) in enumerate(self.plans):
+        socks = []
+        for _ in self.plans:
             s = socket.socket()
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.settimeout(10)
             s.connect(("127.0.0.1", self.port))
-            s.setblocking(False)
-            st = {"i": i, "sock": s, "pat": Pattern(seed, total),
-                  "sizes": sizes, "pending": b"", "sent_h": hashlib.sha256(),
-                  "recv_h": hashlib.sha256(), "sent": 0, "recvd": 0,
-                  "total": total, "wr_done": False, "eof": False,
-                  "error": None}
-            states.append(st)
-            sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, st)
-        live = len(states)
-        deadline = time.monotonic() + self.timeout
-        while live:
-            if time.monotonic() > deadline:
-                stuck = [st for st in states if not st["eof"]]
-                ex = stuck[0]
-                for st in states:
-                    st["sock"].close()
-                raise TestFailure(
-                    "%d of %d echo sockets unfinished after %.0f s (e.g. #%d:"
-                    " sent %d/%d, received %d)"
-                    % (len(stuck), len(states), self.timeout, ex["i"],
-                       ex["sent"], ex["total"], ex["recvd"]))
-            for key, ev in sel.select(timeout=0.5):
-                st = key.data
-                s = st["sock"]
-                if ev & selectors.EVENT_READ:
-                    try:
-                        d = s.recv(1 << 18)
-                    except BlockingIOError:
-                        d = None
-                    except OSError as e:
-                        st["error"] = repr(e)
-                        d = b""
-                    if d:
-                        st["recv_h"].update(d)
-                        st["recvd"] += len(d)
-                    elif d == b"":
-                        st["eof"] = True
-                        sel.unregister(s)
-                        s.close()
-                        live -= 1
-                        continue
-                if ev & selectors.EVENT_WRITE and not st["wr_done"]:
-                    if not st["pending"]:
-                        n = st["sizes"]()
-                        st["pending"] = st["pat"].chunk(n)
-                        st["sent_h"].update(st["pending"])
-                    try:
-                        k = s.send(st["pending"])
-                    except BlockingIOError:
-                        k = 0
-                    except OSError as e:
-                        st["error"] = repr(e)
-                        k = 0
-                        st["pending"] = b""
-                        st["pat"].left = 0
-                    st["pending"] = st["pending"][k:]
-                    st["sent"] += k
-                    if not st["pending"] and st["pat"].left == 0:
-                        st["wr_done"] = True
-                        try:
-                            s.shutdown(socket.SHUT_WR)
-                        except OSError:
-                            pass
-                        sel.modify(s, selectors.EVENT_READ, st)
-        sel.close()
-        bad = []
-        for st in states:
-            if st["error"] or st["recvd"] != st["total"] or \
-                    st["recv_h"].digest() != st["sent_h"].digest():
-                bad.append("#%d sent %d received %d%s%s" % (
-                    st["i"], st["sent"], st["recvd"],
-                    "" if st["recv_h"].digest() == st["sent_h"].digest()
-                    else " hash differs",
-                    " " + st["error"] if st["error"] else ""))
-        if bad:
-            raise TestFailure("%d of %d echo sockets wrong: %s"
-                              % (len(bad), len(states), "; ".join(bad[:5])))
-        return sum(st["total"] for st in states)
+            socks.append(s)
+        return echo_duplex(socks, self.plans, self.timeout)

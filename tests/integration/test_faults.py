@@ -39,10 +39,11 @@ import threading
 import time
 
 from faultproxy import FaultProxy
-from harness import (Env, Pattern, TestFailure, check, connect, free_port,
-                     proc_rss_kib, timeout, wait_closed, wait_until)
+from harness import (Env, Pattern, TestFailure, check, connect, echo_once,
+                     echo_round, free_port, proc_rss_kib, timeout,
+                     wait_closed, wait_until)
 from rawclient import Connect, Stream, conn_frame, data_frame, frame
-from services import Echo
+from services import Echo, echo_duplex
 
 MIB = 1 << 20
 FAULT_MB = int(os.environ.get("POSTERN_IT_FAULT_MB", "64"))
@@ -123,26 +124,6 @@ def _via(env, seed, name):
                                   seed=seed, name=name))
 
 
-def _echo_round(sock, data, timeout=10):
-    sock.sendall(data)
-    sock.settimeout(timeout)
-    got = b""
-    while len(got) < len(data):
-        d = sock.recv(65536)
-        check(d, "echo tunnel ended after %d of %d bytes"
-              % (len(got), len(data)))
-        got += d
-    check(got == data, "echo returned different bytes")
-
-
-def _echo_once(port, data=b"hello", timeout=10):
-    s = connect(port, timeout=timeout)
-    try:
-        _echo_round(s, data, timeout)
-    finally:
-        s.close()
-
-
 def _tunnel_ids(proc, start=0):
     return re.findall(r"tunnel open id=(\S+)", proc.log()[start:])
 
@@ -153,109 +134,25 @@ def _closed_line(proc, tid, start=0):
     return m.group(0) if m else None
 
 
+def _ended(env, client, tid, t0):
+    """Waits for the relay to count 0 tunnels, by 16 s after t0, and for
+    the client's 'tunnel closed' line of tid: (seconds from t0 to the
+    relay's 0, the line)."""
+    env.relay.wait_status(lambda st: st.get("tunnels") == 0,
+                          max(1, 16 - (time.monotonic() - t0)),
+                          "the relay to count 0 tunnels")
+    t_relay = time.monotonic() - t0
+    line = wait_until(lambda: _closed_line(client, tid), 5,
+                      "client 'tunnel closed id=%s'" % tid)
+    return t_relay, line
+
+
 def _log_time(line):
     """Seconds (epoch) of a log line's ISO timestamp."""
     m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z", line)
     check(m, "no timestamp at the start of %r" % line[:80])
     return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) \
         + int(m.group(2)) / 1000.0
-
-
-def _duplex(socks, plans, timeout, stall=30.0, on_stall=None):
-    """Drives connected echo sockets at once: each writes its pattern
-    (seed, total) in pieces while reading back, then half-closes and reads
-    to EOF.  Fails unless every socket got back exactly what it sent (same
-    length and sha256).  Returns the bytes each way, all sockets
-    together."""
-    sel = selectors.DefaultSelector()
-    states = []
-    wr = random.Random(99)
-    for i, (s, (seed, total)) in enumerate(zip(socks, plans)):
-        s.setblocking(False)
-        st = {"i": i, "sock": s, "pat": Pattern(seed, total),
-              "pending": b"", "sent_h": hashlib.sha256(),
-              "recv_h": hashlib.sha256(), "sent": 0, "recvd": 0,
-              "total": total, "wr_done": False, "eof": False,
-              "error": None}
-        states.append(st)
-        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, st)
-    live = len(states)
-    deadline = time.monotonic() + timeout
-    last_progress = time.monotonic()
-    while live:
-        now = time.monotonic()
-        if now > deadline or now - last_progress > stall:
-            stuck = [st for st in states if not st["eof"]]
-            ex = stuck[0]
-            extra = on_stall() if on_stall else ""
-            for st in states:
-                st["sock"].close()
-            raise TestFailure(
-                "%d of %d echo sockets unfinished (%s; e.g. #%d: sent %d/%d,"
-                " received %d)%s" % (
-                    len(stuck), len(states),
-                    "no byte moved for %.0f s" % stall
-                    if now <= deadline else "after %.0f s" % timeout,
-                    ex["i"], ex["sent"], ex["total"], ex["recvd"], extra))
-        for key, ev in sel.select(timeout=0.5):
-            st = key.data
-            s = st["sock"]
-            if ev & selectors.EVENT_READ:
-                try:
-                    d = s.recv(1 << 18)
-                except BlockingIOError:
-                    d = None
-                except OSError as e:
-                    st["error"] = "read: %r" % e
-                    d = b""
-                if d:
-                    st["recv_h"].update(d)
-                    st["recvd"] += len(d)
-                    last_progress = time.monotonic()
-                elif d == b"":
-                    st["eof"] = True
-                    sel.unregister(s)
-                    s.close()
-                    live -= 1
-                    continue
-            if ev & selectors.EVENT_WRITE and not st["wr_done"]:
-                if not st["pending"]:
-                    st["pending"] = st["pat"].chunk(
-                        wr.choice((1000, 65536, 1 << 18)))
-                    st["sent_h"].update(st["pending"])
-                try:
-                    k = s.send(st["pending"])
-                except BlockingIOError:
-                    k = 0
-                except OSError as e:
-                    st["error"] = "write: %r" % e
-                    k = 0
-                    st["pending"] = b""
-                    st["pat"].left = 0
-                if k:
-                    last_progress = time.monotonic()
-                st["pending"] = st["pending"][k:]
-                st["sent"] += k
-                if not st["pending"] and st["pat"].left == 0:
-                    st["wr_done"] = True
-                    try:
-                        s.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
-                    sel.modify(s, selectors.EVENT_READ, st)
-    sel.close()
-    bad = []
-    for st in states:
-        same = st["recv_h"].digest() == st["sent_h"].digest()
-        if st["error"] or st["recvd"] != st["total"] or not same:
-            bad.append("#%d sent %d received %d%s%s" % (
-                st["i"], st["sent"], st["recvd"],
-                "" if same else " (sha256 differs)",
-                " " + st["error"] if st["error"] else ""))
-    if bad:
-        raise TestFailure("%d of %d echo tunnels wrong: %s"
-                          % (len(bad), len(states), "; ".join(bad[:5])))
-    return sum(st["total"] for st in states)
 
 
 class RunningEcho:
@@ -424,7 +321,7 @@ def _cut_test(bindir, name, n, each):
         socks = []
         for i in range(n):
             s = connect(lport, timeout=10)
-            _echo_round(s, b"hello %d" % i)
+            echo_round(s, b"hello %d" % i)
             socks.append(s)
         env.relay.wait_status(lambda st: st.get("tunnels") == n, 10,
                               "the relay to count %d tunnels" % n)
@@ -434,13 +331,18 @@ def _cut_test(bindir, name, n, each):
         fs.cut(100, 500, how="mix")
         fc.cut(100, 500, how="mix")
         t0 = time.monotonic()
-        plans = [(500 + i, each) for i in range(n)]
+        # Writes of mixed sizes, one RNG for all the sockets.
+        wr = random.Random(99)
+
+        def sizes():
+            return wr.choice((1000, 65536, 1 << 18))
+        plans = [(500 + i, each, sizes) for i in range(n)]
 
         def on_stall():
             return "; %s; client log tail: %s" % (
                 _fault_stats(fs, fc)[1], client.log()[-800:])
-        total = _duplex(socks, plans, timeout=150, stall=40,
-                        on_stall=on_stall)
+        total = echo_duplex(socks, plans, timeout=150, stall=40,
+                            on_stall=on_stall)
         dt = time.monotonic() - t0
         fs.pass_through()
         fc.pass_through()
@@ -500,7 +402,7 @@ def test_faults_relay_restart(bindir):
         server, client, lp = _topology(env, {"echo": echo.addr},
                                        listen=addr)
         idle = connect(lp["echo"])
-        _echo_round(idle, b"idle tunnel")
+        echo_round(idle, b"idle tunnel")
         busy = RunningEcho(lp["echo"])
         busy.wait_moved(2 * MIB, 20, "the busy tunnel to move 2 MiB")
         ids = _tunnel_ids(client)
@@ -517,7 +419,7 @@ def test_faults_relay_restart(bindir):
         t_new = None
         while time.monotonic() - t_up < 15:
             try:
-                _echo_once(lp["echo"], b"after the restart", timeout=3)
+                echo_once(lp["echo"], b"after the restart", timeout=3)
                 t_new = time.monotonic() - t_up
                 break
             except (OSError, TestFailure):
@@ -581,7 +483,7 @@ def test_faults_server_frozen(bindir):
             settings={"peer_timeout": "3", "resume_grace": "3"},
             server_args=pargs, client_args=pargs)
         s = connect(lp["echo"])
-        _echo_round(s, b"before the freeze")
+        echo_round(s, b"before the freeze")
         env.relay.wait_status(lambda st: st.get("tunnels") == 1, 5,
                               "the relay to count 1 tunnel")
         tid = _tunnel_ids(client)[0]
@@ -593,7 +495,7 @@ def test_faults_server_frozen(bindir):
         server2.wait_log(r"serving nas/echo", what="'serving nas/echo'")
         time.sleep(0.5)      # its listens reach the relay
         t1 = time.monotonic()
-        _echo_once(lp["echo"], b"served by the new instance", timeout=8)
+        echo_once(lp["echo"], b"served by the new instance", timeout=8)
         t_new = time.monotonic() - t1
         server2.wait_log(r"tunnel open id=", 5,
                          what="the new instance serving the new tunnel")
@@ -605,12 +507,7 @@ def test_faults_server_frozen(bindir):
         s.close()
         check(how != "open", "the client socket of the frozen server's "
               "tunnel was still open 15 s after the SIGSTOP")
-        env.relay.wait_status(lambda st: st.get("tunnels") == 0,
-                              max(1, 16 - (time.monotonic() - t0)),
-                              "the relay to count 0 tunnels")
-        t_relay = time.monotonic() - t0
-        line = wait_until(lambda: _closed_line(client, tid), 5,
-                          "client 'tunnel closed id=%s'" % tid)
+        t_relay, line = _ended(env, client, tid, t0)
         for p in (env.relay.proc, client, server2):
             check("already in use" not in p.log(),
                   "%s says 'already in use'" % p.name)
@@ -623,7 +520,7 @@ def test_faults_server_frozen(bindir):
         rc = server1.wait_exit(15)
         check(rc == 1, "the replaced instance exited with %s, expected 1"
               % rc)
-        _echo_once(lp["echo"], b"still served by the new instance")
+        echo_once(lp["echo"], b"still served by the new instance")
         check(server2.alive() and "took over" not in server2.log(),
               "the new instance was replaced in turn when the old one woke "
               "up; its log: %s" % server2.log()[-600:])
@@ -650,9 +547,9 @@ def test_faults_replaced_drain(bindir):
                                         server_args=["--replaced-grace",
                                                      "2"])
         a = connect(lp["echo"])
-        _echo_round(a, b"tunnel a")
+        echo_round(a, b"tunnel a")
         b = connect(lp["echo"])
-        _echo_round(b, b"tunnel b")
+        echo_round(b, b"tunnel b")
         ids = _tunnel_ids(server1)
         check(len(ids) == 2, "server 1 logged %d tunnels" % len(ids))
         server1.expect_fail = True
@@ -663,12 +560,12 @@ def test_faults_replaced_drain(bindir):
                              what="the first instance saying it was "
                              "replaced")
         t0 = time.monotonic()
-        _echo_once(lp["echo"], b"new connect", timeout=8)
+        echo_once(lp["echo"], b"new connect", timeout=8)
         server2.wait_log(r"tunnel open id=", 5,
                          what="the new instance serving the new connect")
         # The old tunnels still work during replaced_grace.
-        _echo_round(a, b"a still works")
-        _echo_round(b, b"b still works")
+        echo_round(a, b"a still works")
+        echo_round(b, b"b still works")
         a.shutdown(socket.SHUT_WR)
         rest, how_a = b"", None
         a.settimeout(5)
@@ -703,7 +600,7 @@ def test_faults_replaced_drain(bindir):
               "%.1f s after the takeover, replaced_grace is 2 s" % t_rep)
         check(t_b <= 8, "tunnel b's client socket closed %.1f s after the "
               "takeover (replaced_grace 2 s + resume_grace 2 s)" % t_b)
-        _echo_once(lp["echo"], b"served by the new instance")
+        echo_once(lp["echo"], b"served by the new instance")
         check(server2.alive(), "the new instance exited")
         print("faults: replaced: tunnel a %s, tunnel b reset by the old "
               "instance after %.1f s, its client socket %s after %.1f s, "
@@ -797,18 +694,13 @@ def test_faults_blackhole_ends(bindir):
         check(how in ("reset", "eof"), "the client socket ended by %s" % how)
         check(t_client < 15, "the client socket closed %.1f s into the "
               "silence (bound 15 s)" % t_client)
-        env.relay.wait_status(lambda st: st.get("tunnels") == 0,
-                              max(1, 16 - (time.monotonic() - t0)),
-                              "the relay to count 0 tunnels")
-        t_relay = time.monotonic() - t0
-        line = wait_until(lambda: _closed_line(client, tid), 5,
-                          "client 'tunnel closed id=%s'" % tid)
+        t_relay, line = _ended(env, client, tid, t0)
         fc.pass_through()
         t1 = time.monotonic()
         ok = None
         while time.monotonic() - t1 < 15:
             try:
-                _echo_once(lport, b"after the silence", timeout=3)
+                echo_once(lport, b"after the silence", timeout=3)
                 ok = time.monotonic() - t1
                 break
             except (OSError, TestFailure):
@@ -837,7 +729,7 @@ def _abuse_end(env, bg, rss, lp, what):
     bg.wait_moved(256 * 1024, 15, "the background tunnel to keep moving "
                   "after %s" % what)
     moved = bg.finish()
-    _echo_once(lp["echo"], b"a new tunnel after " + what.encode())
+    echo_once(lp["echo"], b"a new tunnel after " + what.encode())
     grew = rss.growth()
     rss.stop()
     check(grew <= RSS_BOUND_KIB, "the relay grew %d KiB (bound %d KiB) "
@@ -905,7 +797,7 @@ def test_faults_abuse_slowloris(bindir):
                     closed[k] = ("reset", time.monotonic() - t0)
             if i == 2:
                 a = time.monotonic()
-                _echo_once(lp["echo"], b"during the slow loris")
+                echo_once(lp["echo"], b"during the slow loris")
                 new_tunnel_ms = (time.monotonic() - a) * 1000
             i += 1
             time.sleep(1.0)

@@ -10,39 +10,13 @@ import socket
 import threading
 import time
 
-from harness import (Env, Pattern, check, connect, free_port, proc_rss_kib,
-                     recv_all, timeout, wait_closed, wait_until)
+from harness import (Env, Pattern, check, connect, echo_once, echo_round,
+                     free_port, proc_rss_kib, recv_all, recv_hashed, timeout,
+                     wait_closed, wait_until)
 from services import Echo, TcpService
 from test_errors import _expect_failure
 
 MIB = 1 << 20
-
-
-def _echo_once(port, data=b"hello", timeout=10):
-    s = connect(port)
-    try:
-        s.sendall(data)
-        s.settimeout(timeout)
-        got = b""
-        while len(got) < len(data):
-            d = s.recv(65536)
-            check(d, "echo tunnel ended after %d of %d bytes"
-                  % (len(got), len(data)))
-            got += d
-        check(got == data, "echo returned different bytes")
-    finally:
-        s.close()
-
-
-def _echo_on(sock, data):
-    sock.sendall(data)
-    sock.settimeout(10)
-    got = b""
-    while len(got) < len(data):
-        d = sock.recv(65536)
-        check(d, "echo tunnel ended after %d bytes" % len(got))
-        got += d
-    check(got == data, "echo returned different bytes")
 
 
 def _fds(pid):
@@ -59,7 +33,7 @@ def test_idle_timeout(bindir):
         _, client, lp = env.standard({"echo": echo.addr},
                                      settings={"idle_timeout": "2"})
         s = connect(lp["echo"])
-        _echo_on(s, b"before idling")
+        echo_round(s, b"before idling")
         t0 = time.monotonic()
         how, dt, n = wait_closed(s, 15)
         s.close()
@@ -92,14 +66,14 @@ def test_keepalive(bindir):
         client, ports = env.start_client("laptop", ["nas/echo"],
                                          args=["--keepalive", "1"])
         s = connect(ports["nas/echo"])
-        _echo_on(s, b"before idling")
+        echo_round(s, b"before idling")
         for _ in range(14):
             time.sleep(0.5)
             st = env.relay.status()
             check(st.get("tunnels") == 1, "the idle tunnel was closed "
                   "despite keepalives (status %s); client log: %s"
                   % (st, client.log()[-500:]))
-        _echo_on(s, b"after 7 s idle")
+        echo_round(s, b"after 7 s idle")
         s.close()
 
 
@@ -112,14 +86,14 @@ def test_error_busy(bindir):
         _, client, lp = env.standard({"echo": echo.addr},
                                      settings={"max_tunnels": "2"})
         a = connect(lp["echo"])
-        _echo_on(a, b"one")
+        echo_round(a, b"one")
         b = connect(lp["echo"])
-        _echo_on(b, b"two")
+        echo_round(b, b"two")
         _expect_failure(client, lp["echo"], "nas/echo", 503, "busy")
         a.close()
         env.relay.wait_status(lambda st: st.get("tunnels") == 1, 10,
                               "the relay to count 1 tunnel")
-        _echo_once(lp["echo"], b"three")
+        echo_once(lp["echo"], b"three")
         b.close()
 
 
@@ -134,7 +108,7 @@ def test_many_short_tunnels(bindir):
         server, client, lp = env.standard({"echo": echo.addr})
         procs = [env.relay.proc, server, client]
         for i in range(10):
-            _echo_once(lp["echo"], b"warm-up %d" % i)
+            echo_once(lp["echo"], b"warm-up %d" % i)
         env.relay.wait_status(lambda st: st.get("tunnels") == 0, 10,
                               "the relay to count 0 tunnels")
         time.sleep(0.3)
@@ -142,7 +116,7 @@ def test_many_short_tunnels(bindir):
         rss0 = dict((p.name, proc_rss_kib(p.pid)) for p in procs)
         t0 = time.monotonic()
         for i in range(n):
-            _echo_once(lp["echo"], b"tunnel %d " % i + b"x" * (i % 700))
+            echo_once(lp["echo"], b"tunnel %d " % i + b"x" * (i % 700))
         dt = time.monotonic() - t0
         env.relay.wait_status(lambda st: st.get("tunnels") == 0, 10,
                               "the relay to count 0 tunnels")
@@ -178,16 +152,8 @@ class GatedSink(TcpService):
 
     def handle(self, c):
         self.gate.wait(120)
-        h = hashlib.sha256()
-        n = 0
-        c.settimeout(120)
-        while True:
-            d = c.recv(MIB)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
-        c.sendall(b"%d %s\n" % (n, h.hexdigest().encode()))
+        n, digest = recv_hashed(c, 120)
+        c.sendall(b"%d %s\n" % (n, digest.encode()))
         c.shutdown(socket.SHUT_WR)
 
 
@@ -272,7 +238,7 @@ def test_relay_restart(bindir):
         server = env.start_server("nas", "nas", {"echo": echo.addr})
         client, ports = env.start_client("laptop", ["nas/echo"])
         lport = ports["nas/echo"]
-        _echo_once(lport, b"before the restart")
+        echo_once(lport, b"before the restart")
         relay.proc.signal(signal.SIGKILL)
         relay.proc.wait_exit(5)
         mark = client.log_size()
@@ -290,7 +256,7 @@ def test_relay_restart(bindir):
         env.start_relay(listen=addr, name="relay2")
         env.relay.wait_status(lambda st: st.get("listens", 0) >= 1, 40,
                               "the server-proxy to listen on the new relay")
-        _echo_once(lport, b"after the restart")
+        echo_once(lport, b"after the restart")
         print("served again %.2f s after the relay came back"
               % (time.monotonic() - t0))
         check(server.alive() and client.alive(),
@@ -315,7 +281,7 @@ def test_proxy_max_tunnels(bindir):
         client, ports = env.start_client("laptop", ["nas/echo"])
         lport = ports["nas/echo"]
         a = connect(lport)
-        _echo_on(a, b"first")
+        echo_round(a, b"first")
         mark = client.log_size()
         b = connect(lport)
         how, dt, _ = wait_closed(b, 10)
@@ -328,14 +294,14 @@ def test_proxy_max_tunnels(bindir):
         a.close()
         wait_until(lambda: env.relay.status().get("tunnels") == 0, 10,
                    "the first tunnel to close")
-        _echo_once(lport, b"again")
+        echo_once(lport, b"again")
 
         client2, ports2 = env.start_client("laptop", ["nas/echo"],
                                            args=["--max-tunnels", "1"],
                                            name="client2")
         lport2 = ports2["nas/echo"]
         a = connect(lport2)
-        _echo_on(a, b"first")
+        echo_round(a, b"first")
         mark = client2.log_size()
         b = connect(lport2)
         how, dt, _ = wait_closed(b, 10)
@@ -352,7 +318,7 @@ def test_proxy_max_tunnels(bindir):
         # (its last acknowledgement), just after the relay's.
         client2.wait_log(r"tunnel closed id=", 5, start=mark,
                          what="the client-proxy closing the first tunnel")
-        _echo_once(lport2, b"again")
+        echo_once(lport2, b"again")
 
 
 @timeout(90)
@@ -389,7 +355,7 @@ def test_latency_under_load(bindir):
         m0 = moved[0]
         for i in range(40):
             a = time.monotonic()
-            _echo_on(s, b"ping %02d " % i + b"." * 56)
+            echo_round(s, b"ping %02d " % i + b"." * 56)
             rtts.append(time.monotonic() - a)
             time.sleep(0.05)
         rate = (moved[0] - m0) / (time.monotonic() - t0) / MIB

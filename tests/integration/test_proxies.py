@@ -6,12 +6,11 @@ nginx with its default settings is test_nginx_defaults.py."""
 
 import os
 import re
-import ssl
 import subprocess
 import time
 
-from harness import (Env, Relay, TestFailure, check, connect, timeout,
-                     wait_until)
+from certs import Certs
+from harness import Env, TestFailure, check, connect, timeout, wait_until
 from middleboxes import NGINX_STREAMING, Nginx, Squid
 from services import Echo, EchoClients
 
@@ -26,12 +25,14 @@ NO_PROXY_ENV = {"http_proxy": "", "https_proxy": "", "HTTPS_PROXY": "",
                 "NO_PROXY": ""}
 
 
-def _keys_and_relay(env, relay_args=()):
+def _keys_and_relay(env, **relay):
+    """Keys nas + laptop and a relay for them; relay: Env.start_relay's
+    keyword arguments."""
     env.keygen("nas")
     env.keygen("laptop")
     env.write_relay_ini({"nas": ("nas", None)},
                         {"laptop": ("laptop", "nas/*")})
-    return env.start_relay(args=relay_args)
+    return env.start_relay(**relay)
 
 
 def _echo_transfer(port, total, what, n=1, seed=1):
@@ -181,40 +182,7 @@ def _relay_has_tls(env):
 
 def _make_cert(env):
     """A self-signed certificate for 127.0.0.1: (cert path, key path)."""
-    cert, key = env.path("relay.crt"), env.path("relay.pem")
-    r = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext",
-         "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", key, "-out", cert],
-        capture_output=True, text=True, timeout=30)
-    check(r.returncode == 0, "openssl req failed (%d): %s"
-          % (r.returncode, r.stderr.strip()[-500:]))
-    os.chmod(key, 0o600)
-    return cert, key
-
-
-class TlsRelay(Relay):
-    """The harness's Relay over HTTPS (its status checks included)."""
-
-    def __init__(self, proc, host, port, cafile):
-        super().__init__(proc, host, port)
-        self.url = "https://%s:%d" % (host, port)
-        self.ctx = ssl.create_default_context(cafile=cafile)
-
-    def request(self, method, path, headers=None, body=None, timeout=10):
-        import http.client
-        c = http.client.HTTPSConnection(self.host, self.port,
-                                        timeout=timeout, context=self.ctx)
-        try:
-            c.request(method, path, body=body, headers=headers or {})
-            r = c.getresponse()
-            data = r.read()
-            return r.status, dict((k.lower(), v) for k, v in
-                                  r.getheaders()), data
-        finally:
-            c.close()
+    return Certs(env).self_signed("relay")
 
 
 @timeout(240)
@@ -228,17 +196,8 @@ def test_squid_connect_https_relay(bindir):
         env.child_env.update(NO_PROXY_ENV)
         echo = env.service(Echo())
         cert, key = _make_cert(env)
-        env.keygen("nas")
-        env.keygen("laptop")
-        env.write_relay_ini({"nas": ("nas", None)},
-                            {"laptop": ("laptop", "nas/*")})
-        p = env.start("relay", [env.bin("postern-relay"), "--config",
-                                env.path("relay.ini"), "--listen",
-                                "127.0.0.1:0", "--tls-cert", cert,
-                                "--tls-key", key])
-        m = p.wait_log(r"listening on https://([0-9.]+):(\d+)",
-                       what="'listening on https://HOST:PORT'")
-        env.relay = TlsRelay(p, m.group(1), int(m.group(2)), cert)
+        # The harness's status checks verify the relay's certificate.
+        p = _keys_and_relay(env, tls=(cert, key), cafile=cert).proc
         squid = env.service(Squid(env.dir, connect_ports=[env.relay.port]))
         via = ["--proxy", squid.url, "--cacert", cert]
         env.start_server("nas", "nas", {"echo": echo.addr}, args=via)

@@ -3,8 +3,8 @@
 every way of getting it wrong fails loudly (a log line naming the relay and
 the reason) instead of being accepted.
 
-Certificates are made at test time with the openssl command (EC P-256, a
-few milliseconds each) in the test's directory:
+Certificates are made at test time by certs.py (the openssl command, EC
+P-256, a few milliseconds each) in the test's directory:
 
   ca.crt        a test CA
   relay.crt     for 127.0.0.1 and localhost, signed by the CA
@@ -12,136 +12,31 @@ few milliseconds each) in the test's directory:
   self.crt      self-signed, for 127.0.0.1 and localhost (pinning)
 """
 
-import base64
-import hashlib
-import random
-import http.client
 import os
+import random
 import re
 import signal
 import socket
 import ssl
-import subprocess
 import threading
 import time
 
-from harness import (Env, Pattern, Relay, TestFailure, check, connect,
-                     proc_cpu_ticks, tail, timeout, wait_closed, wait_until)
+from certs import Certs, openssl
+from harness import (Env, TestFailure, check, connect, echo_once,
+                     proc_cpu_ticks, recv_hashed, send_pattern, tail, timeout,
+                     wait_closed, wait_until)
 from services import Echo, EchoClients
 
 MIB = 1 << 20
 ECHO_MB = int(os.environ.get("POSTERN_IT_TLS_MB", "64"))
 
 
-# -- certificates -----------------------------------------------------------
+# -- helpers ----------------------------------------------------------------
 
-def _openssl(env, *args, stdin=None):
-    r = subprocess.run(("openssl",) + args, cwd=env.dir, input=stdin,
-                       capture_output=True, timeout=30)
-    check(r.returncode == 0, "openssl %s failed (%d): %s"
-          % (" ".join(args), r.returncode,
-             r.stderr.decode(errors="replace").strip()[-400:]))
-    return r.stdout
-
-
-def _ec_key(env, name):
-    _openssl(env, "genpkey", "-algorithm", "EC", "-pkeyopt",
-             "ec_paramgen_curve:P-256", "-out", name)
-    return env.path(name)
-
-
-class Certs:
-    """Makes the files listed in the module docstring on first use."""
-
-    def __init__(self, env):
-        self.env = env
-
-    def ca(self):
-        if not os.path.exists(self.env.path("ca.crt")):
-            _ec_key(self.env, "ca.key")
-            _openssl(self.env, "req", "-x509", "-new", "-key", "ca.key",
-                     "-out", "ca.crt", "-days", "2",
-                     "-subj", "/CN=Postern test CA",
-                     "-addext", "basicConstraints=critical,CA:TRUE",
-                     "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-        return self.env.path("ca.crt")
-
-    def signed(self, name, san, cn):
-        """NAME.crt / NAME.key for san (openssl syntax), signed by the CA."""
-        self.ca()
-        _ec_key(self.env, name + ".key")
-        _openssl(self.env, "req", "-new", "-key", name + ".key",
-                 "-out", name + ".csr", "-subj", "/CN=" + cn)
-        with open(self.env.path(name + ".ext"), "w") as f:
-            f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\n"
-                    "keyUsage=critical,digitalSignature\n"
-                    "extendedKeyUsage=serverAuth\n" % san)
-        _openssl(self.env, "x509", "-req", "-in", name + ".csr",
-                 "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", name + ".crt", "-days", "2",
-                 "-extfile", name + ".ext")
-        return self.env.path(name + ".crt"), self.env.path(name + ".key")
-
-    def relay(self):
-        return self.signed("relay", "IP:127.0.0.1,DNS:localhost",
-                           "127.0.0.1")
-
-    def self_signed(self, name="self"):
-        _ec_key(self.env, name + ".key")
-        _openssl(self.env, "req", "-x509", "-new", "-key", name + ".key",
-                 "-out", name + ".crt", "-days", "2",
-                 "-subj", "/CN=127.0.0.1",
-                 "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")
-        return self.env.path(name + ".crt"), self.env.path(name + ".key")
-
-    def pin(self, cert):
-        """sha256//BASE64 of the certificate's public key, computed the way
-        docs/relay.md says."""
-        pub = _openssl(self.env, "x509", "-in", cert, "-pubkey", "-noout")
-        der = _openssl(self.env, "pkey", "-pubin", "-outform", "der",
-                       stdin=pub)
-        digest = _openssl(self.env, "dgst", "-sha256", "-binary", stdin=der)
-        b64 = _openssl(self.env, "enc", "-base64", stdin=digest)
-        pin = "sha256//" + b64.decode().strip()
-        # The same from Python, so that the command in the docs is
-        # checked rather than trusted.
-        want = base64.b64encode(hashlib.sha256(der).digest()).decode()
-        check(pin == "sha256//" + want, "openssl pin %s != %s" % (pin, want))
-        return pin
-
-
-# -- a relay on HTTPS -------------------------------------------------------
-
-class TlsRelay(Relay):
-    """The harness's Relay over HTTPS.  Its own probes (GET /v1/status)
-    do not verify the certificate: the proxies are what is under test."""
-
-    def __init__(self, proc, host, port):
-        super().__init__(proc, host, port)
-        self.url = "https://%s:%d" % (host, port)
-        self.ctx = ssl._create_unverified_context()
-
-    def request(self, method, path, headers=None, body=None, timeout=10):
-        c = http.client.HTTPSConnection(self.host, self.port,
-                                        timeout=timeout, context=self.ctx)
-        try:
-            c.request(method, path, body=body, headers=headers or {})
-            r = c.getresponse()
-            data = r.read()
-            return r.status, dict((k.lower(), v) for k, v in
-                                  r.getheaders()), data
-        finally:
-            c.close()
-
-
-def _start_tls_relay(env, cert, key, name="relay"):
-    p = env.start(name, [env.bin("postern-relay"), "--config",
-                         env.path("relay.ini"), "--listen", "127.0.0.1:0",
-                         "--tls-cert", cert, "--tls-key", key])
-    m = p.wait_log(r"listening on https://([0-9.]+):(\d+)",
-                   what="'listening on https://HOST:PORT'")
-    env.relay = TlsRelay(p, m.group(1), int(m.group(2)))
-    return env.relay
+def _start_tls_relay(env, cert, key):
+    """The relay on HTTPS.  The harness's own probes (GET /v1/status) do
+    not verify its certificate: the proxies are what is under test."""
+    return env.start_relay(tls=(cert, key))
 
 
 def _setup(env, settings=None):
@@ -151,21 +46,28 @@ def _setup(env, settings=None):
                         {"laptop": ("laptop", "nas/*")}, settings)
 
 
-def _echo_once(port, data=b"hello through TLS", within=15):
-    s = connect(port, timeout=within)
-    try:
-        s.sendall(data)
-        got = b""
-        s.settimeout(within)
-        while len(got) < len(data):
-            d = s.recv(65536)
-            check(d, "echo: the tunnel closed after %d of %d bytes"
-                  % (len(got), len(data)))
-            got += d
-        check(got == data, "echo returned %r, sent %r" % (got[:60],
-                                                          data[:60]))
-    finally:
-        s.close()
+def _ca_topology(env, settings=None, client=True):
+    """A relay on HTTPS with a certificate from the test CA, an echo
+    service, a server-proxy 'nas' exposing it and (with client) a
+    client-proxy forwarding nas/echo, both proxies with --cacert.
+    Returns (relay, echo, server, client, local port); the last two are
+    None without client."""
+    certs = Certs(env)
+    cert, key = certs.relay()
+    echo = env.service(Echo())
+    _setup(env, settings)
+    relay = _start_tls_relay(env, cert, key)
+    server = env.start_server("nas", "nas", {"echo": echo.addr},
+                              args=["--cacert", certs.ca()])
+    if not client:
+        return relay, echo, server, None, None
+    proc, lp = env.start_client("laptop", ["nas/echo"],
+                                args=["--cacert", certs.ca()])
+    return relay, echo, server, proc, lp["nas/echo"]
+
+
+def _echo_once(port):
+    echo_once(port, b"hello through TLS", timeout=15)
 
 
 def _echo_both_ways(port, total, seed):
@@ -175,34 +77,20 @@ def _echo_both_ways(port, total, seed):
     sent = {}
 
     def writer():
-        h = hashlib.sha256()
-        p = Pattern(seed, total)
         try:
-            while p.left:
-                d = p.chunk(MIB)
-                h.update(d)
-                s.sendall(d)
+            sent["sha"] = send_pattern(s, seed, total)
             s.shutdown(socket.SHUT_WR)
         except OSError as e:
             sent["error"] = repr(e)
-        sent["sha"] = h.hexdigest()
 
     t = threading.Thread(target=writer, daemon=True)
     t.start()
-    h = hashlib.sha256()
-    n = 0
-    s.settimeout(120)
-    while True:
-        d = s.recv(MIB)
-        if not d:
-            break
-        h.update(d)
-        n += len(d)
+    n, got = recv_hashed(s, 120)
     t.join(120)
     s.close()
     check("error" not in sent, "writing to the tunnel failed: %s"
           % sent.get("error"))
-    return sent.get("sha"), h.hexdigest(), n
+    return sent.get("sha"), got, n
 
 
 def _line_with(*rxs):
@@ -256,17 +144,7 @@ def test_tls_cacert_echo(bindir):
     CPU."""
     total = ECHO_MB * MIB
     with Env(bindir, "tls-cacert") as env:
-        certs = Certs(env)
-        cert, key = certs.relay()
-        ca = certs.ca()
-        echo = env.service(Echo())
-        _setup(env)
-        relay = _start_tls_relay(env, cert, key)
-        env.start_server("nas", "nas", {"echo": echo.addr},
-                         args=["--cacert", ca])
-        client, lp = env.start_client("laptop", ["nas/echo"],
-                                      args=["--cacert", ca])
-        port = lp["nas/echo"]
+        relay, _, _, client, port = _ca_topology(env)
         _echo_once(port)
         t0 = time.monotonic()
         sent, got, n = _echo_both_ways(port, total, 11)
@@ -310,17 +188,10 @@ def test_tls_many_tunnels(bindir):
     plans = [(3000 + i, rng.choice(sizes), writer(4000 + i))
              for i in range(n)]
     with Env(bindir, "tls-many") as env:
-        certs = Certs(env)
-        cert, key = certs.relay()
-        echo = env.service(Echo())
-        _setup(env, settings={"max_pending_connects": "256"})
-        relay = _start_tls_relay(env, cert, key)
-        env.start_server("nas", "nas", {"echo": echo.addr},
-                         args=["--cacert", certs.ca()])
-        client, lp = env.start_client("laptop", ["nas/echo"],
-                                      args=["--cacert", certs.ca()])
+        relay, echo, _, _, port = _ca_topology(
+            env, settings={"max_pending_connects": "256"})
         t0 = time.monotonic()
-        total = EchoClients(lp["nas/echo"], plans, timeout=180).run()
+        total = EchoClients(port, plans, timeout=180).run()
         print("%d TLS tunnels, %d bytes each way in %.1f s"
               % (n, total, time.monotonic() - t0))
         check(echo.accepted == n, "echo service accepted %d connections, "
@@ -340,7 +211,7 @@ def test_tls_pin_self_signed(bindir):
         pin = certs.pin(cert)
         pubfile = env.path("self.pub.pem")
         with open(pubfile, "wb") as f:
-            f.write(_openssl(env, "x509", "-in", cert, "-pubkey", "-noout"))
+            f.write(openssl(env, "x509", "-in", cert, "-pubkey", "-noout"))
         echo = env.service(Echo())
         _setup(env)
         _start_tls_relay(env, cert, key)
@@ -491,6 +362,23 @@ def test_tls_bad_cert_or_key(bindir):
         print("ini: %s" % err.strip().splitlines()[-1])
 
 
+def _client_fails(env, name, relay_url, url_rx, what, args=()):
+    """A client-proxy for nas/echo given relay_url (and args): its TCP
+    client is closed without a byte, and it logs a failure naming the
+    relay (url_rx).  Returns that log line."""
+    bad = env.start(name, [
+        env.bin("postern-client"), "--relay", relay_url, "--key",
+        env.keys["laptop"][0], "-L", "127.0.0.1:0:nas/echo"] + list(args))
+    m = bad.wait_log(r"listening on 127\.0\.0\.1:(\d+)")
+    s = connect(int(m.group(1)))
+    how, _, n = wait_closed(s, 15)
+    s.close()
+    check(how != "open" and n == 0, "%s: socket %s, %d bytes"
+          % (what, how, n))
+    return bad.wait_log(_line_with(url_rx, "failed"), timeout=10,
+                        what="a failure naming the relay").group(0)
+
+
 def _misdirected_plain(relay_port, n):
     """Plain HTTP requests to a TLS port: each connection must be closed
     quickly with no HTTP answer."""
@@ -531,16 +419,8 @@ def test_tls_plain_http_to_tls_port(bindir):
     a tunnel open through the same relay keeps working and new ones
     open.  Silent connections are closed after idle_timeout."""
     with Env(bindir, "tls-plainhttp") as env:
-        certs = Certs(env)
-        cert, key = certs.relay()
-        echo = env.service(Echo())
-        _setup(env, settings={"idle_timeout": "3"})
-        relay = _start_tls_relay(env, cert, key)
-        env.start_server("nas", "nas", {"echo": echo.addr},
-                         args=["--cacert", certs.ca()])
-        client, lp = env.start_client("laptop", ["nas/echo"],
-                                      args=["--cacert", certs.ca()])
-        port = lp["nas/echo"]
+        relay, echo, _, _, port = _ca_topology(
+            env, settings={"idle_timeout": "3"})
         held = connect(port)
         held.sendall(b"before")
         held.settimeout(10)
@@ -559,19 +439,10 @@ def test_tls_plain_http_to_tls_port(bindir):
                             timeout=20,
                             what="a hint to use https://")
         print("http:// server-proxy: %s" % line.group(0))
-        bad = env.start("client-http", [
-            env.bin("postern-client"), "--relay", plain_url, "--key",
-            env.keys["laptop"][0], "-L", "127.0.0.1:0:nas/echo"])
-        m = bad.wait_log(r"listening on 127\.0\.0\.1:(\d+)")
-        s = connect(int(m.group(1)))
-        how, _, n = wait_closed(s, 15)
-        s.close()
-        check(how != "open" and n == 0, "client with an http:// URL for "
-              "an HTTPS relay: socket %s, %d bytes" % (how, n))
-        line = bad.wait_log(_line_with(re.escape(plain_url), "failed"),
-                            timeout=10,
-                            what="a failure naming the relay")
-        print("http:// client-proxy: %s" % line.group(0))
+        line = _client_fails(env, "client-http", plain_url,
+                             re.escape(plain_url), "client with an http:// "
+                             "URL for an HTTPS relay")
+        print("http:// client-proxy: %s" % line)
         # The held tunnel and new tunnels still work.
         held.sendall(b"after")
         check(held.recv(100) == b"after", "held tunnel broke")
@@ -600,22 +471,12 @@ def test_tls_handshake_to_plain_port(bindir):
         held.settimeout(10)
         check(held.recv(100) == b"before", "held tunnel: no echo")
         _misdirected_tls(env.relay.port, 20)
-        bad = env.start("client-https", [
-            env.bin("postern-client"), "--relay",
-            "https://127.0.0.1:%d" % env.relay.port, "--key",
-            env.keys["laptop"][0], "-L", "127.0.0.1:0:nas/echo",
-            "--insecure"])
-        m = bad.wait_log(r"listening on 127\.0\.0\.1:(\d+)")
-        s = connect(int(m.group(1)))
-        how, _, n = wait_closed(s, 15)
-        s.close()
-        check(how != "open" and n == 0, "client with an https:// URL for a "
-              "plain relay: socket %s, %d bytes" % (how, n))
-        line = bad.wait_log(_line_with(r"https://127\.0\.0\.1:%d\b"
-                                       % env.relay.port, "failed"),
-                            timeout=10,
-                            what="a failure naming the relay")
-        print("https:// client: %s" % line.group(0))
+        line = _client_fails(env, "client-https",
+                             "https://127.0.0.1:%d" % env.relay.port,
+                             r"https://127\.0\.0\.1:%d\b" % env.relay.port,
+                             "client with an https:// URL for a plain relay",
+                             args=["--insecure"])
+        print("https:// client: %s" % line)
         held.sendall(b"after")
         check(held.recv(100) == b"after", "held tunnel broke")
         _echo_once(port)
@@ -628,13 +489,8 @@ def test_tls_parked_peer_gone(bindir):
     FIN) has its parked listens dropped at once, as over plain HTTP, not
     after listen_timeout."""
     with Env(bindir, "tls-parked") as env:
-        certs = Certs(env)
-        cert, key = certs.relay()
-        echo = env.service(Echo())
-        _setup(env, settings={"listen_timeout": "60"})
-        relay = _start_tls_relay(env, cert, key)
-        server = env.start_server("nas", "nas", {"echo": echo.addr},
-                                  args=["--cacert", certs.ca()])
+        relay, _, server, _, _ = _ca_topology(
+            env, settings={"listen_timeout": "60"}, client=False)
         check(relay.status().get("listens", 0) >= 1, "no listen parked")
         t0 = time.monotonic()
         server.signal(signal.SIGTERM)

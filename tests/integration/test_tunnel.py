@@ -11,7 +11,8 @@ import threading
 import time
 
 from harness import (Env, Pattern, TestFailure, check, connect, proc_cpu_ticks,
-                     proc_rss_kib, recv_all, timeout, wait_until)
+                     proc_rss_kib, recv_all, recv_hashed, send_pattern,
+                     timeout, wait_until)
 from services import Echo, EchoClients, HalfClose, Sink, Source, TcpService
 
 MIB = 1 << 20
@@ -20,16 +21,6 @@ BIG_MB = int(os.environ.get("POSTERN_IT_BIG_MB", "256"))
 
 def _tunnel_lines(proc):
     return [ln for ln in proc.log().splitlines() if "tunnel " in ln]
-
-
-def _send_pattern(sock, seed, total, chunk=MIB):
-    p = Pattern(seed, total)
-    h = hashlib.sha256()
-    while p.left:
-        d = p.chunk(chunk)
-        h.update(d)
-        sock.sendall(d)
-    return h.hexdigest()
 
 
 @timeout(420)
@@ -45,7 +36,7 @@ def test_large_transfer(bindir):
         # Upload.
         s = connect(lp["sink"], timeout=120)
         t0 = time.monotonic()
-        sent = _send_pattern(s, 7, total)
+        sent = send_pattern(s, 7, total)
         s.shutdown(socket.SHUT_WR)
         ans, how = recv_all(s, 120)
         up_s = time.monotonic() - t0
@@ -58,22 +49,14 @@ def test_large_transfer(bindir):
         # Download.
         s = connect(lp["source"], timeout=120)
         t0 = time.monotonic()
-        h = hashlib.sha256()
-        n = 0
-        s.settimeout(120)
-        while True:
-            d = s.recv(MIB)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
+        n, got = recv_hashed(s, 120)
         down_s = time.monotonic() - t0
         s.close()
         check(source.finished.wait(10), "source never finished writing")
         want = list(source.digests.values())[0]
-        check(n == total and h.hexdigest() == want,
+        check(n == total and got == want,
               "download: received %d bytes sha256 %s, source sent %d sha256"
-              " %s" % (n, h.hexdigest(), total, want))
+              " %s" % (n, got, total, want))
         print("upload %d MiB in %.2f s (%.0f MiB/s), download in %.2f s "
               "(%.0f MiB/s)" % (BIG_MB, up_s, BIG_MB / up_s, down_s,
                                 BIG_MB / down_s))

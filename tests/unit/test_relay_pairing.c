@@ -6,19 +6,14 @@
  * requests, and checks /v1/status returns to zero after each case. */
 #include <check.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <sodium.h>
 
 #include "auth.h"
 #include "key.h"
@@ -26,13 +21,13 @@
 #include "loop.h"
 #include "../../relay/relay.h"
 #include "relay_thread.h"
+#include "relay_http.h"
 
 enum { K_NAS, K_LAPTOP, K_OTHER, K_STRANGER, NKEYS };
 
 static struct key keys[NKEYS];
 static struct relay_thread rt;
 static int port;
-static char err[512];
 
 /* ---- the relay, on its own thread ------------------------------------ */
 
@@ -40,14 +35,9 @@ static void
 setup(void)
 {
 	char text[2048], pub[NKEYS][KEY_PUBLIC_TEXT_MAX];
-	int i;
 
-	ck_assert_int_ge(sodium_init(), 0);
 	log_init("relay-test", LOG_ERROR);
-	for (i = 0; i < NKEYS; i++) {
-		ck_assert_int_eq(key_generate(&keys[i], err, sizeof(err)), 0);
-		key_public_text(keys[i].k_pub, pub[i]);
-	}
+	hc_keys_make(keys, pub, NKEYS);
 	snprintf(text, sizeof(text),
 	    "[relay]\nlisten = 127.0.0.1:0\nstatus = on\nlisten_timeout = 0.4\n"
 	    "listen_grace = 2\nconnect_wait = 1\naccept_timeout = 0.5\n"
@@ -63,227 +53,19 @@ setup(void)
 static void
 teardown(void)
 {
-	int i;
-
 	relay_thread_stop(&rt);
-	for (i = 0; i < NKEYS; i++)
-		key_wipe(&keys[i]);
+	hc_keys_wipe(keys, NKEYS);
 }
 
-/* ---- a small blocking HTTP/1.1 client -------------------------------- */
-
-struct hc {
-	int    fd;
-	int    status;
-	char   head[4096];
-	char   buf[1 << 16];
-	size_t len;
-	int    chunked;
-	long   left;       /* bytes left in the current chunk, -1 between */
-};
-
-static struct hc *
-hc_open(void)
-{
-	struct sockaddr_in sin;
-	struct timeval tv = { 5, 0 };
-	struct hc *h = calloc(1, sizeof(*h));
-	int one = 1;
-
-	ck_assert_ptr_nonnull(h);
-	h->fd = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_ge(h->fd, 0);
-	setsockopt(h->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(h->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(connect(h->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	h->left = -1;
-	return h;
-}
-
-static void
-hc_close(struct hc *h)
-{
-	close(h->fd);
-	free(h);
-}
-
-static void
-hc_write(struct hc *h, const void *p, size_t n)
-{
-	ck_assert_int_eq(send(h->fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
-}
+/* ---- requests --------------------------------------------------------- */
 
 /* Sends a request signed by key k (or unsigned, k < 0).  body NULL with
  * chunked set starts a chunked upload. */
 static struct hc *
 hc_request(int k, const char *method, const char *path, const char *body, int chunked)
 {
-	struct auth_headers ah;
-	struct hc *h = hc_open();
-	char req[2048];
-	int n;
-
-	n = snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: relay\r\n", method, path);
-	if (k >= 0) {
-		ck_assert_int_eq(auth_sign(&keys[k], method, path, time(NULL), &ah,
-		    err, sizeof(err)), 0);
-		n += snprintf(req + n, sizeof(req) - (size_t)n, "%s: %s\r\n%s: %s\r\n"
-		    "%s: %s\r\n%s: %s\r\n", AUTH_H_KEY, ah.ah_key, AUTH_H_TIMESTAMP,
-		    ah.ah_timestamp, AUTH_H_NONCE, ah.ah_nonce, AUTH_H_SIGNATURE,
-		    ah.ah_signature);
-	}
-	if (chunked)
-		n += snprintf(req + n, sizeof(req) - (size_t)n,
-		    "Transfer-Encoding: chunked\r\n\r\n");
-	else
-		n += snprintf(req + n, sizeof(req) - (size_t)n,
-		    "Content-Length: %zu\r\n\r\n%s", body ? strlen(body) : 0,
-		    body ? body : "");
-	hc_write(h, req, (size_t)n);
-	return h;
-}
-
-static void
-hc_chunk(struct hc *h, const void *p, size_t n)
-{
-	char line[32];
-
-	snprintf(line, sizeof(line), "%zx\r\n", n);
-	hc_write(h, line, strlen(line));
-	hc_write(h, p, n);
-	hc_write(h, "\r\n", 2);
-}
-
-static void
-hc_end(struct hc *h)
-{
-	hc_write(h, "0\r\n\r\n", 5);
-}
-
-/* 0, or -1 on EOF/timeout. */
-static int
-hc_fill(struct hc *h)
-{
-	ssize_t n;
-
-	if (h->len == sizeof(h->buf))
-		return 0;
-	n = recv(h->fd, h->buf + h->len, sizeof(h->buf) - h->len, 0);
-	if (n <= 0)
-		return -1;
-	h->len += (size_t)n;
-	return 0;
-}
-
-static void
-hc_consume(struct hc *h, size_t n)
-{
-	memmove(h->buf, h->buf + n, h->len - n);
-	h->len -= n;
-}
-
-static int
-hc_status(struct hc *h)
-{
-	char *end;
-	size_t n;
-
-	while ((end = memmem(h->buf, h->len, "\r\n\r\n", 4)) == NULL)
-		ck_assert_msg(hc_fill(h) == 0, "no response head");
-	n = (size_t)(end - h->buf) + 4;
-	ck_assert_uint_lt(n, sizeof(h->head));
-	memcpy(h->head, h->buf, n);
-	h->head[n] = '\0';
-	hc_consume(h, n);
-	h->status = atoi(h->head + 9);
-	h->chunked = strcasestr(h->head, "transfer-encoding: chunked") != NULL;
-	return h->status;
-}
-
-static const char *
-hc_header(struct hc *h, const char *name, char *out, size_t outlen)
-{
-	char *p = strcasestr(h->head, name);
-	size_t n;
-
-	if (p == NULL)
-		return NULL;
-	p += strlen(name) + 1;
-	while (*p == ' ')
-		p++;
-	n = strcspn(p, "\r\n");
-	snprintf(out, outlen, "%.*s", (int)n, p);
-	return out;
-}
-
-/* Reads up to max body bytes into out: the count, 0 at a clean end of a
- * chunked body, -1 when the body is cut (EOF inside it). */
-static long
-hc_read(struct hc *h, char *out, size_t max)
-{
-	char *eol;
-	size_t n;
-
-	for (;;) {
-		if (h->left > 0) {
-			while (h->len == 0)
-				if (hc_fill(h) == -1)
-					return -1;
-			n = h->len < (size_t)h->left ? h->len : (size_t)h->left;
-			n = n < max ? n : max;
-			memcpy(out, h->buf, n);
-			hc_consume(h, n);
-			h->left -= (long)n;
-			return (long)n;
-		}
-		if (h->left == 0) {   /* the CRLF after a chunk */
-			while (h->len < 2)
-				if (hc_fill(h) == -1)
-					return -1;
-			hc_consume(h, 2);
-			h->left = -1;
-		}
-		while ((eol = memmem(h->buf, h->len, "\r\n", 2)) == NULL)
-			if (hc_fill(h) == -1)
-				return -1;
-		h->left = strtol(h->buf, NULL, 16);
-		hc_consume(h, (size_t)(eol - h->buf) + 2);
-		if (h->left == 0) {
-			while (h->len < 2)
-				if (hc_fill(h) == -1)
-					return -1;
-			hc_consume(h, 2);
-			return 0;
-		}
-	}
-}
-
-/* A whole small body (Content-Length or chunked) as a string. */
-static const char *
-hc_body(struct hc *h, char *out, size_t outlen)
-{
-	char cl[32];
-	size_t want, got = 0;
-	long n;
-
-	if (!h->chunked) {
-		want = hc_header(h, "Content-Length:", cl, sizeof(cl)) ? (size_t)atol(cl) : 0;
-		ck_assert_uint_lt(want, outlen);
-		while (h->len < want)
-			ck_assert_msg(hc_fill(h) == 0, "short body");
-		memcpy(out, h->buf, want);
-		hc_consume(h, want);
-		out[want] = '\0';
-		return out;
-	}
-	while ((n = hc_read(h, out + got, outlen - 1 - got)) > 0)
-		got += (size_t)n;
-	out[got] = '\0';
-	return out;
+	return hc_send(port, k >= 0 ? &keys[k] : NULL, method, path, NULL, body,
+	    chunked);
 }
 
 /* status and body of a one-shot request */
@@ -319,21 +101,16 @@ static struct hc *
 paired(const char *port_name, int client, char id[RELAY_ID_TEXT + 1])
 {
 	struct hc *l, *c;
-	char path[128], body[512], *p;
+	char path[128], body[512];
 
 	snprintf(path, sizeof(path), "/v1/s/nas/listen/%s", port_name);
 	l = hc_request(K_NAS, "POST", path, NULL, 0);
 	usleep(50000);
 	snprintf(path, sizeof(path), "/v1/s/nas/connect/%s", port_name);
 	c = hc_request(client, "POST", path, NULL, 0);
-	ck_assert_int_eq(hc_status(l), 200);
-	hc_body(l, body, sizeof(body));
-	p = strstr(body, "\"id\":\"");
-	ck_assert_msg(p != NULL, "%s", body);
-	snprintf(id, RELAY_ID_TEXT + 1, "%s", p + 6);
+	hc_listen_id(l, body, sizeof(body), id, RELAY_ID_TEXT + 1);
 	ck_assert(strstr(body, "\"client\":\"") != NULL);
 	ck_assert(strstr(body, "\"client_key\":\"ed25519:") != NULL);
-	hc_close(l);
 	return c;
 }
 
@@ -365,8 +142,7 @@ START_TEST(bytes_both_ways)
 	struct hc *c, *a, *d, *u;
 	char id[RELAY_ID_TEXT + 1], path[128], hdr[64];
 	static char up[200000], down[200000], got[200000];
-	size_t i, n, got_a, got_c;
-	long r;
+	size_t i, n;
 
 	for (i = 0; i < sizeof(up); i++) {
 		up[i] = (char)(i * 7);
@@ -392,15 +168,9 @@ START_TEST(bytes_both_ways)
 		n = sizeof(up) - i < 7000 ? sizeof(up) - i : 7000;
 		hc_chunk(u, up + i, n);
 		hc_chunk(d, down + i, n);
-		for (got_a = i; got_a < i + n; got_a += (size_t)r) {
-			r = hc_read(a, got + got_a, i + n - got_a);
-			ck_assert_int_gt(r, 0);
-		}
+		hc_read_n(a, got + i, n);
 		ck_assert(memcmp(got + i, up + i, n) == 0);
-		for (got_c = i; got_c < i + n; got_c += (size_t)r) {
-			r = hc_read(c, got + got_c, i + n - got_c);
-			ck_assert_int_gt(r, 0);
-		}
+		hc_read_n(c, got + i, n);
 		ck_assert(memcmp(got + i, down + i, n) == 0);
 	}
 	hc_end(u);

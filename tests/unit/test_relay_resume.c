@@ -10,8 +10,6 @@
  * thread; the test speaks raw HTTP/1.1 to it over loopback. */
 #include <check.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -22,21 +20,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include "auth.h"
 #include "key.h"
 #include "log.h"
 #include "loop.h"
 #include "../../relay/relay.h"
 #include "relay_thread.h"
+#include "relay_http.h"
 
 enum { K_NAS, K_LAPTOP, NKEYS };
 
 static struct key keys[NKEYS];
 static struct relay_thread rt;
 static int port;
-static char err[512];
 
 /* ---- the relay, on its own thread ------------------------------------ */
 
@@ -44,14 +40,9 @@ static void
 start(const char *settings)
 {
 	char text[2048], pub[NKEYS][KEY_PUBLIC_TEXT_MAX];
-	int i;
 
-	ck_assert_int_ge(sodium_init(), 0);
 	log_init("relay-test", LOG_ERROR);
-	for (i = 0; i < NKEYS; i++) {
-		ck_assert_int_eq(key_generate(&keys[i], err, sizeof(err)), 0);
-		key_public_text(keys[i].k_pub, pub[i]);
-	}
+	hc_keys_make(keys, pub, NKEYS);
 	snprintf(text, sizeof(text),
 	    "[relay]\nlisten = 127.0.0.1:0\nstatus = on\nlisten_timeout = 2\n"
 	    "accept_timeout = 2\npipe_buffer = 4k\n%s"
@@ -80,11 +71,8 @@ setup_peer(void)
 static void
 teardown(void)
 {
-	int i;
-
 	relay_thread_stop(&rt);
-	for (i = 0; i < NKEYS; i++)
-		key_wipe(&keys[i]);
+	hc_keys_wipe(keys, NKEYS);
 }
 
 static double
@@ -96,52 +84,7 @@ now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* ---- a small blocking HTTP/1.1 client -------------------------------- */
-
-struct hc {
-	int    fd;
-	int    status;
-	char   head[4096];
-	char   buf[1 << 16];
-	size_t len;
-	int    chunked;
-	long   left;       /* bytes left in the current chunk, -1 between */
-};
-
-static struct hc *
-hc_open(void)
-{
-	struct sockaddr_in sin;
-	struct timeval tv = { 5, 0 };
-	struct hc *h = calloc(1, sizeof(*h));
-	int one = 1;
-
-	ck_assert_ptr_nonnull(h);
-	h->fd = socket(AF_INET, SOCK_STREAM, 0);
-	ck_assert_int_ge(h->fd, 0);
-	setsockopt(h->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(h->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_port = htons((uint16_t)port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(connect(h->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	h->left = -1;
-	return h;
-}
-
-static void
-hc_close(struct hc *h)
-{
-	close(h->fd);
-	free(h);
-}
-
-static void
-hc_write(struct hc *h, const void *p, size_t n)
-{
-	ck_assert_int_eq(send(h->fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
-}
+/* ---- requests --------------------------------------------------------- */
 
 /* A request signed by key k.  extra: more header lines ("Name: v\r\n"),
  * or NULL.  chunked starts a chunked upload; otherwise the body is
@@ -149,20 +92,7 @@ hc_write(struct hc *h, const void *p, size_t n)
 static struct hc *
 hc_req(int k, const char *path, const char *extra, int chunked)
 {
-	struct auth_headers ah;
-	struct hc *h = hc_open();
-	char req[2048];
-	int n;
-
-	ck_assert_int_eq(auth_sign(&keys[k], "POST", path, time(NULL), &ah, err,
-	    sizeof(err)), 0);
-	n = snprintf(req, sizeof(req), "POST %s HTTP/1.1\r\nHost: relay\r\n"
-	    "%s: %s\r\n%s: %s\r\n%s: %s\r\n%s: %s\r\n%s%s", path,
-	    AUTH_H_KEY, ah.ah_key, AUTH_H_TIMESTAMP, ah.ah_timestamp, AUTH_H_NONCE,
-	    ah.ah_nonce, AUTH_H_SIGNATURE, ah.ah_signature, extra ? extra : "",
-	    chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "Content-Length: 0\r\n\r\n");
-	hc_write(h, req, (size_t)n);
-	return h;
+	return hc_send(port, &keys[k], "POST", path, extra, NULL, chunked);
 }
 
 /* The same for a call on connection id: "accept", "upstream"... with
@@ -185,79 +115,6 @@ hc_stream(int k, const char *call, const char *id, unsigned gen, unsigned seg)
 	    strcmp(call, "downstream") == 0);
 }
 
-static void
-hc_chunk(struct hc *h, const void *p, size_t n)
-{
-	char line[32];
-
-	snprintf(line, sizeof(line), "%zx\r\n", n);
-	hc_write(h, line, strlen(line));
-	hc_write(h, p, n);
-	hc_write(h, "\r\n", 2);
-}
-
-static void
-hc_end(struct hc *h)
-{
-	hc_write(h, "0\r\n\r\n", 5);
-}
-
-/* 0, or -1 on EOF/timeout. */
-static int
-hc_fill(struct hc *h)
-{
-	ssize_t n;
-
-	if (h->len == sizeof(h->buf))
-		return 0;
-	n = recv(h->fd, h->buf + h->len, sizeof(h->buf) - h->len, 0);
-	if (n <= 0)
-		return -1;
-	h->len += (size_t)n;
-	return 0;
-}
-
-static void
-hc_consume(struct hc *h, size_t n)
-{
-	memmove(h->buf, h->buf + n, h->len - n);
-	h->len -= n;
-}
-
-static int
-hc_status(struct hc *h)
-{
-	char *end;
-	size_t n;
-
-	while ((end = memmem(h->buf, h->len, "\r\n\r\n", 4)) == NULL)
-		ck_assert_msg(hc_fill(h) == 0, "no response head");
-	n = (size_t)(end - h->buf) + 4;
-	ck_assert_uint_lt(n, sizeof(h->head));
-	memcpy(h->head, h->buf, n);
-	h->head[n] = '\0';
-	hc_consume(h, n);
-	h->status = atoi(h->head + 9);
-	h->chunked = strcasestr(h->head, "transfer-encoding: chunked") != NULL;
-	return h->status;
-}
-
-static const char *
-hc_header(struct hc *h, const char *name, char *out, size_t outlen)
-{
-	char *p = strcasestr(h->head, name);
-	size_t n;
-
-	if (p == NULL)
-		return NULL;
-	p += strlen(name) + 1;
-	while (*p == ' ')
-		p++;
-	n = strcspn(p, "\r\n");
-	snprintf(out, outlen, "%.*s", (int)n, p);
-	return out;
-}
-
 /* The response's Postern-Generation, 0 when absent. */
 static int
 hc_gen(struct hc *h)
@@ -267,121 +124,12 @@ hc_gen(struct hc *h)
 	return hc_header(h, "Postern-Generation:", v, sizeof(v)) ? atoi(v) : 0;
 }
 
-/* Reads up to max body bytes into out: the count, 0 at a clean end of a
- * chunked body, -1 when the body is cut (EOF inside it). */
-static long
-hc_read(struct hc *h, char *out, size_t max)
-{
-	char *eol;
-	size_t n;
+enum hc_end { HC_OPEN, HC_EOF, HC_RESET, HC_FAILED };
 
-	for (;;) {
-		if (h->left > 0) {
-			while (h->len == 0)
-				if (hc_fill(h) == -1)
-					return -1;
-			n = h->len < (size_t)h->left ? h->len : (size_t)h->left;
-			n = n < max ? n : max;
-			memcpy(out, h->buf, n);
-			hc_consume(h, n);
-			h->left -= (long)n;
-			return (long)n;
-		}
-		if (h->left == 0) {   /* the CRLF after a chunk */
-			while (h->len < 2)
-				if (hc_fill(h) == -1)
-					return -1;
-			hc_consume(h, 2);
-			h->left = -1;
-		}
-		while ((eol = memmem(h->buf, h->len, "\r\n", 2)) == NULL)
-			if (hc_fill(h) == -1)
-				return -1;
-		h->left = strtol(h->buf, NULL, 16);
-		hc_consume(h, (size_t)(eol - h->buf) + 2);
-		if (h->left == 0) {
-			while (h->len < 2)
-				if (hc_fill(h) == -1)
-					return -1;
-			hc_consume(h, 2);
-			return 0;
-		}
-	}
-}
-
-/* The whole rest of a chunked body: its length, or -1 when cut. */
-static long
-hc_drain(struct hc *h, char *out, size_t max)
-{
-	size_t got = 0;
-	long n;
-
-	while ((n = hc_read(h, out + got, max - got)) > 0) {
-		got += (size_t)n;
-		ck_assert_uint_lt(got, max);
-	}
-	return n == 0 ? (long)got : -1;
-}
-
-/* Exactly n body bytes into out. */
-static void
-hc_read_n(struct hc *h, char *out, size_t n)
-{
-	size_t got = 0;
-	long r;
-
-	while (got < n) {
-		r = hc_read(h, out + got, n - got);
-		ck_assert_msg(r > 0, "body ended after %zu of %zu bytes", got, n);
-		got += (size_t)r;
-	}
-}
-
-/* A whole small body (Content-Length or chunked) as a string. */
-static const char *
-hc_body(struct hc *h, char *out, size_t outlen)
-{
-	char cl[32];
-	size_t want;
-	long n;
-
-	if (!h->chunked) {
-		want = hc_header(h, "Content-Length:", cl, sizeof(cl)) ? (size_t)atol(cl) : 0;
-		ck_assert_uint_lt(want, outlen);
-		while (h->len < want)
-			ck_assert_msg(hc_fill(h) == 0, "short body");
-		memcpy(out, h->buf, want);
-		hc_consume(h, want);
-		out[want] = '\0';
-		return out;
-	}
-	n = hc_drain(h, out, outlen);
-	out[n > 0 ? n : 0] = '\0';
-	return out;
-}
-
-/* The relay closed this connection (cut its stream): EOF or a reset
- * within 3 s, whatever came before. */
-static int
-hc_cut(struct hc *h)
-{
-	double t0 = now_s();
-	char b[4096];
-	ssize_t n;
-
-	while (now_s() - t0 < 3) {
-		n = recv(h->fd, b, sizeof(b), 0);
-		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-		    errno != EINTR))
-			return 1;
-	}
-	return 0;
-}
-
-/* Cut with a TCP reset (not a FIN, which an HTTP/1.0 middlebox would
- * pass on as a clean end): ECONNRESET within 3 s. */
-static int
-hc_reset(struct hc *h)
+/* How the relay ended this connection within 3 s, whatever came
+ * before: HC_OPEN when it did not. */
+static enum hc_end
+hc_ended(struct hc *h)
 {
 	double t0 = now_s();
 	char b[4096];
@@ -390,11 +138,29 @@ hc_reset(struct hc *h)
 	while (now_s() - t0 < 3) {
 		n = recv(h->fd, b, sizeof(b), 0);
 		if (n == 0)
-			return 0;
+			return HC_EOF;
 		if (n < 0 && errno == ECONNRESET)
-			return 1;
+			return HC_RESET;
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+		    errno != EINTR)
+			return HC_FAILED;
 	}
-	return 0;
+	return HC_OPEN;
+}
+
+/* The relay closed this connection (cut its stream): EOF or a reset. */
+static int
+hc_cut(struct hc *h)
+{
+	return hc_ended(h) != HC_OPEN;
+}
+
+/* Cut with a TCP reset (not a FIN, which an HTTP/1.0 middlebox would
+ * pass on as a clean end). */
+static int
+hc_reset(struct hc *h)
+{
+	return hc_ended(h) == HC_RESET;
 }
 
 /* Still open: nothing arrives and no EOF for ms. */
@@ -409,7 +175,7 @@ hc_quiet(struct hc *h, int ms)
 static int
 status_get(char *body, size_t len)
 {
-	struct hc *h = hc_open();
+	struct hc *h = hc_open(port);
 	int st;
 
 	hc_write(h, "GET /v1/status HTTP/1.1\r\nHost: r\r\n\r\n", 36);
@@ -446,9 +212,6 @@ wait_tunnels(long want, double within)
 	return now_s() - t0;
 }
 
-/* Nothing left: no tunnel, no waiting request, no buffered byte, and no
- * HTTP connection but the one asking (cut streams are closed, not left
- * half-open). */
 /* Waits (bounded) for the relay to hold want HTTP connections, counting
  * the one asking. */
 static void
@@ -463,6 +226,9 @@ wait_connections(long want)
 	}
 }
 
+/* Nothing left: no tunnel, no waiting request, no buffered byte, and no
+ * HTTP connection but the one asking (cut streams are closed, not left
+ * half-open). */
 static void
 assert_status_zero(void)
 {
@@ -521,17 +287,12 @@ static void
 tun_pair_with(struct tun *tn, const char *connect_extra)
 {
 	struct hc *l;
-	char body[512], *p;
+	char body[512];
 
 	l = hc_req(K_NAS, "/v1/s/nas/listen/ssh", NULL, 0);
 	usleep(50000);
 	tn->c = hc_req(K_LAPTOP, "/v1/s/nas/connect/ssh", connect_extra, 0);
-	ck_assert_int_eq(hc_status(l), 200);
-	hc_body(l, body, sizeof(body));
-	p = strstr(body, "\"id\":\"");
-	ck_assert_msg(p != NULL, "%s", body);
-	snprintf(tn->id, sizeof(tn->id), "%s", p + 6);
-	hc_close(l);
+	hc_listen_id(l, body, sizeof(body), tn->id, sizeof(tn->id));
 }
 
 static void
