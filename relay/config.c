@@ -43,6 +43,7 @@ static const struct setting config_settings[] = {
 	{ "connect_wait",         SET_DURATION, CF(cf_connect_wait_ms), 1, 3600000 },
 	{ "accept_timeout",       SET_DURATION, CF(cf_accept_timeout_ms), 1, 3600000 },
 	{ "idle_timeout",         SET_DURATION, CF(cf_idle_timeout_ms), 1, 7 * 86400000ull },
+	{ "header_timeout",       SET_DURATION, CF(cf_header_timeout_ms), 1, 3600000 },
 	{ "clock_skew",           SET_SECONDS,  CF(cf_clock_skew), 1, AUTH_MAX_SKEW_LIMIT },
 	{ "max_nonces",           SET_COUNT,    CF(cf_max_nonces), 1, AUTH_MAX_NONCES_LIMIT },
 	{ "pipe_buffer",          SET_SIZE,     CF(cf_pipe_buffer), 1 * KIB, 1 * GIB },
@@ -757,6 +758,7 @@ config_load_stream(FILE *f, const char *name, char *err, size_t errlen)
 	cf->cf_connect_wait_ms = CONFIG_DEFAULT_CONNECT_WAIT_MS;
 	cf->cf_accept_timeout_ms = CONFIG_DEFAULT_ACCEPT_TIMEOUT_MS;
 	cf->cf_idle_timeout_ms = CONFIG_DEFAULT_IDLE_TIMEOUT_MS;
+	cf->cf_header_timeout_ms = CONFIG_DEFAULT_HEADER_TIMEOUT_MS;
 	cf->cf_clock_skew = CONFIG_DEFAULT_CLOCK_SKEW;
 	cf->cf_max_nonces = CONFIG_DEFAULT_MAX_NONCES;
 	cf->cf_pipe_buffer = CONFIG_DEFAULT_PIPE_BUFFER;

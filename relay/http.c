@@ -328,8 +328,14 @@ http_conn_timeout(struct loop *l, void *arg)
 	(void)l;
 	/* libmicrohttpd sees the shutdown as the peer leaving, closes the
 	 * connection and ends any request on it. */
-	log_debug("closing a connection idle or slow for idle_timeout (%llu ms)",
-	    (unsigned long long)rc->rc_shard->sh_relay->rl_cf->cf_idle_timeout_ms);
+	if (!rc->rc_head_seen)
+		log_debug("closing a connection that sent no whole request head "
+		    "within header_timeout (%llu ms)", (unsigned long long)
+		    rc->rc_shard->sh_relay->rl_cf->cf_header_timeout_ms);
+	else
+		log_debug("closing a connection idle or slow for idle_timeout "
+		    "(%llu ms)", (unsigned long long)
+		    rc->rc_shard->sh_relay->rl_cf->cf_idle_timeout_ms);
 	shutdown(rc->rc_fd, SHUT_RDWR);
 }
 
@@ -340,7 +346,10 @@ http_conn_time(struct relay_conn *rc)
 
 	if (rc != NULL) {
 		rl = rc->rc_shard->sh_relay;
-		loop_timer_start(rl->rl_loop, &rc->rc_timer, rl->rl_cf->cf_idle_timeout_ms);
+		/* A slow-loris client trickling its first request head gets
+		 * header_timeout, not the much longer idle_timeout. */
+		loop_timer_start(rl->rl_loop, &rc->rc_timer, rc->rc_head_seen ?
+		    rl->rl_cf->cf_idle_timeout_ms : rl->rl_cf->cf_header_timeout_ms);
 	}
 }
 
@@ -731,6 +740,11 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 		if (rl->rl_stopping || (rq = http_req_new(sh, c)) == NULL)
 			return MHD_NO;
 		*con_cls = rq;
+		if (rq->rq_rc != NULL && !rq->rq_rc->rc_head_seen) {
+			/* The head is in: idle_timeout bounds the rest. */
+			rq->rq_rc->rc_head_seen = 1;
+			http_conn_time(rq->rq_rc);
+		}
 		http_describe(rq, method, url);
 		rq->rq_in_handler = 1;
 		http_first(rq, url, method);

@@ -57,6 +57,7 @@ struct relay_config {
 	uint64_t cf_connect_wait_ms;
 	uint64_t cf_accept_timeout_ms;
 	uint64_t cf_idle_timeout_ms;
+	uint64_t cf_header_timeout_ms;    /* a new connection's first request head */
 	uint64_t cf_clock_skew;           /* seconds */
 	uint64_t cf_max_nonces;
 	uint64_t cf_pipe_buffer;          /* bytes per direction per tunnel */
@@ -88,6 +89,7 @@ struct relay_config {
 #define CONFIG_DEFAULT_CONNECT_WAIT_MS   5000
 #define CONFIG_DEFAULT_ACCEPT_TIMEOUT_MS 10000
 #define CONFIG_DEFAULT_IDLE_TIMEOUT_MS   300000
+#define CONFIG_DEFAULT_HEADER_TIMEOUT_MS 10000
 #define CONFIG_DEFAULT_CLOCK_SKEW        300
 #define CONFIG_DEFAULT_MAX_NONCES        500000
 #define CONFIG_DEFAULT_PIPE_BUFFER       262144
@@ -307,6 +309,7 @@ struct relay_shard {
 struct relay_conn {
 	struct relay_shard *rc_shard;
 	int                rc_fd;
+	int                rc_head_seen;  /* a whole request head arrived */
 	struct loop_timer  rc_timer;
 };
 

@@ -1,5 +1,6 @@
-/* The relay's HTTP connections as a client sees them: one idle, or slow
- * over its request, is closed after idle_timeout; a parked listen is not;
+/* The relay's HTTP connections as a client sees them: a new one silent,
+ * or slow over its first request head, is closed after header_timeout;
+ * one idle between requests after idle_timeout; a parked listen is not;
  * a kept-alive connection is timed again after its request; beyond
  * max_connections new connections wait until one closes; many connections
  * at once are all served.  The relay runs on its own loop in a thread;
@@ -48,11 +49,12 @@ start(const char *settings)
 	port = rt.rt_port;
 }
 
-/* idle_timeout 0.5 s; the listen long-poll (2 s) outlasts it */
+/* header_timeout and idle_timeout 0.5 s; the listen long-poll (2 s)
+ * outlasts them */
 static void
 setup_timed(void)
 {
-	start("idle_timeout = 0.5\nlisten_timeout = 2\n");
+	start("idle_timeout = 0.5\nheader_timeout = 0.5\nlisten_timeout = 2\n");
 }
 
 static void
@@ -171,7 +173,7 @@ START_TEST(idle_connection_closed)
 	t = wait_close(fd, 5, buf, sizeof(buf));
 	close(fd);
 	ck_assert_msg(t >= 0.4 && t < 2.5, "a silent connection was closed after "
-	    "%.2f s (idle_timeout 0.5 s)", t);
+	    "%.2f s (header_timeout 0.5 s)", t);
 }
 END_TEST
 
@@ -185,7 +187,7 @@ START_TEST(slow_request_closed)
 	t = wait_close(fd, 5, buf, sizeof(buf));
 	close(fd);
 	ck_assert_msg(t >= 0.4 && t < 2.5, "a half-sent request was closed after "
-	    "%.2f s (idle_timeout 0.5 s)", t);
+	    "%.2f s (header_timeout 0.5 s)", t);
 }
 END_TEST
 
