@@ -92,6 +92,7 @@ START_TEST(defaults)
 	ck_assert_uint_eq(cf->cf_connect_wait_ms, 5000);
 	ck_assert_uint_eq(cf->cf_accept_timeout_ms, 10000);
 	ck_assert_uint_eq(cf->cf_idle_timeout_ms, 300000);
+	ck_assert_uint_eq(cf->cf_header_timeout_ms, 10000);
 	ck_assert_uint_eq(cf->cf_clock_skew, 300);
 	ck_assert_uint_eq(cf->cf_max_nonces, 500000);
 	ck_assert_uint_eq(cf->cf_pipe_buffer, 262144);
