@@ -14,6 +14,14 @@ Settings (environment):
   BENCH_CONNECTS  new tunnels per connect run (default 500)
   BENCH_IDLE      idle tunnel counts for RSS (default "1 100 1000 2000")
   BENCH_SKIP_HTTPTUNNEL=1 to leave GNU httptunnel out
+  BENCH_SKIP_SEGMENTED=1 to leave out Postern with --transport segmented
+  BENCH_SECTIONS  which figures to measure (default "throughput latency idle")
+  BENCH_RELAY_CONF extra lines for the relay's [relay] section (a literal
+                  \\n separates lines), e.g. "connection_memory = 32768"
+                  (default: none)
+  BENCH_TUNABLES  GLIBC_TUNABLES for the three Postern programs only, e.g.
+                  "glibc.malloc.mmap_threshold=131072" (default: none); the
+                  same as a mallopt() in their main()
 """
 import csv
 import datetime
@@ -38,6 +46,9 @@ AGG_BYTES = int(os.environ.get("BENCH_AGG_BYTES", str(1 << 30)))
 RTT_COUNT = int(os.environ.get("BENCH_RTT", "5000"))
 CONNECTS = int(os.environ.get("BENCH_CONNECTS", "500"))
 IDLE_COUNTS = [int(x) for x in os.environ.get("BENCH_IDLE", "1 100 1000 2000").split()]
+SECTIONS = os.environ.get("BENCH_SECTIONS", "throughput latency idle").split()
+TUNABLES = os.environ.get("BENCH_TUNABLES", "")
+RELAY_CONF = os.environ.get("BENCH_RELAY_CONF", "").replace("\\n", "\n")
 RUN_TIMEOUT = 120  # seconds: any single measurement that takes longer failed
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -108,11 +119,12 @@ def pbench(*args, timeout=RUN_TIMEOUT):
 class Path:
     """One way to reach the target: direct, httptunnel or postern."""
 
-    def __init__(self, name, addr, pids=None, concurrent=True):
+    def __init__(self, name, addr, pids=None, concurrent=True, sections=None):
         self.name = name
         self.addr = addr
         self.pids = pids or {}
         self.concurrent = concurrent
+        self.sections = sections   # None: all of BENCH_SECTIONS
 
 
 def setup_direct(tmp, target_port):
@@ -140,7 +152,9 @@ def free_port():
     return port
 
 
-def setup_postern(tmp, target_port):
+def setup_postern(tmp, target_port, name="postern", proxy_args=(), sections=None):
+    tmp = os.path.join(tmp, name)
+    os.makedirs(tmp, exist_ok=True)
     keygen = os.path.join(BIN, "postern-keygen")
     keys = {}
     for who in ("server", "client"):
@@ -155,6 +169,7 @@ status = on
 max_tunnels = 8192
 max_connections = 40000
 max_pending_connects = 4096
+{RELAY_CONF}
 
 [server bench]
 key = {keys['server']}
@@ -163,17 +178,31 @@ key = {keys['server']}
 key = {keys['client']}
 allow = bench/*
 """)
-    relay = start([os.path.join(BIN, "postern-relay"), "--config", ini], "relay", tmp)
+    env = dict(os.environ, GLIBC_TUNABLES=TUNABLES) if TUNABLES else None
+    relay = start([os.path.join(BIN, "postern-relay"), "--config", ini], "relay", tmp, env=env)
     relay_addr = wait_log(relay, r"listening on (http://[0-9.]+:\d+)").group(1)
     server = start([os.path.join(BIN, "postern-server"), "--relay", relay_addr, "--name", "bench",
                     "--key", os.path.join(tmp, "server.key"),
-                    "--expose", f"b=tcp://127.0.0.1:{target_port}", "--max-tunnels", "4096"], "server", tmp)
+                    "--expose", f"b=tcp://127.0.0.1:{target_port}", "--max-tunnels", "4096",
+                    *proxy_args], "server", tmp, env=env)
     client = start([os.path.join(BIN, "postern-client"), "--relay", relay_addr,
-                    "--key", os.path.join(tmp, "client.key"), "-L", "0:bench/b", "--max-tunnels", "4096"], "client", tmp)
+                    "--key", os.path.join(tmp, "client.key"), "-L", "0:bench/b", "--max-tunnels", "4096",
+                    *proxy_args], "client", tmp, env=env)
     m = wait_log(client, r"listening on ([0-9.]+):(\d+)")
     time.sleep(0.5)  # let the server-proxy post its listens
-    return Path("postern", f"{m.group(1)}:{m.group(2)}",
-                {"relay": relay.pid, "server-proxy": server.pid, "client-proxy": client.pid})
+    return Path(name, f"{m.group(1)}:{m.group(2)}",
+                {"relay": relay.pid, "server-proxy": server.pid, "client-proxy": client.pid},
+                sections=sections)
+
+
+def setup_postern_segmented(tmp, target_port):
+    """Postern forced into bounded requests (--transport segmented), the
+    mode it falls back to behind middleboxes that buffer bodies: its
+    throughput and latency beside streaming."""
+    if os.environ.get("BENCH_SKIP_SEGMENTED") == "1":
+        return None
+    return setup_postern(tmp, target_port, "postern-segmented",
+                         ("--transport", "segmented"), ("throughput", "latency"))
 
 
 def med(values):
@@ -188,6 +217,10 @@ def measure(path, results):
     """Fills results[(path, metric)] = (median, spread, unit).  A figure
     that cannot be measured on a path is noted, and the others still are."""
     for section in (measure_throughput, measure_latency, measure_idle):
+        name = section.__name__.replace("measure_", "")
+        if name not in SECTIONS or (path.sections is not None and
+                                    name not in path.sections):
+            continue
         try:
             section(path, results)
         except Exception as e:
@@ -225,8 +258,15 @@ def measure_throughput(path, results):
 
     if path.concurrent:
         for n in (8, 64):
-            vals = [float(pbench("down", path.addr, AGG_BYTES, n)["mbps"]) for _ in range(REPS)]
+            vals = []
+            before = {k: cpu_seconds(p) for k, p in path.pids.items()}
+            for _ in range(REPS):
+                vals.append(float(pbench("down", path.addr, AGG_BYTES, n)["mbps"]))
+            after = {k: cpu_seconds(p) for k, p in path.pids.items()}
             rec(f"{n} streams MB/s", vals, "MB/s")
+            for k in path.pids:
+                results[(path.name, f"CPU s/GiB {k} @{n} streams")] = (
+                    (after[k] - before[k]) / (REPS * AGG_BYTES / (1 << 30)), "", "s/GiB")
 
 
 
@@ -282,9 +322,16 @@ def measure_idle(path, results):
                 results[(path.name, f"RSS KiB per tunnel {k}")] = ((b - a) / (hi - lo), "", "KiB")
 
 
+LOAD_START = os.getloadavg()
+
+
 def main():
     if not os.access(PBENCH, os.X_OK):
         sys.exit(f"bench: {PBENCH} is missing: run `make bench`")
+    unknown = [x for x in SECTIONS if x not in ("throughput", "latency", "idle")]
+    if unknown or not SECTIONS:
+        sys.exit(f"bench: BENCH_SECTIONS={' '.join(SECTIONS)!r}: use any of "
+                 "'throughput latency idle'")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = tempfile.mkdtemp(prefix="postern-bench-")
@@ -293,7 +340,7 @@ def main():
     try:
         target = start([PBENCH, "server", "127.0.0.1:0"], "target", tmp)
         tport = int(wait_log(target, r"listening (\d+)").group(1))
-        for setup in (setup_direct, setup_httptunnel, setup_postern):
+        for setup in (setup_direct, setup_httptunnel, setup_postern, setup_postern_segmented):
             try:
                 p = setup(tmp, tport)
             except Exception as e:  # a path that cannot start is reported, not fatal
@@ -319,7 +366,12 @@ def write_results(paths, results):
             metrics.append(metric)
     stamp = datetime.datetime.utcnow().strftime("%Y-%m-%dT%H%MZ")
     machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}"
-    lines = [f"# Postern benchmark {stamp}", "", f"Machine: {machine}.",
+    load = " / ".join(" ".join(f"{x:.2f}" for x in la) for la in (LOAD_START, os.getloadavg()))
+    lines = [f"# Postern benchmark {stamp}", "", f"Machine: {machine}; load average (1, 5, 15 min)"
+             f" at the start / end {load}."
+             + (f" Postern ran with GLIBC_TUNABLES={TUNABLES}." if TUNABLES else "")
+             + (" Relay settings added: `" + RELAY_CONF.replace("\n", "`, `") + "`."
+                if RELAY_CONF else ""),
              f"Repetitions: {REPS}; single stream {BYTES >> 20} MiB, aggregate {AGG_BYTES >> 20} MiB,"
              f" {RTT_COUNT} round trips, {CONNECTS} new tunnels.", "",
              "| figure | " + " | ".join(paths) + " | postern / direct |",

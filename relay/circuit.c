@@ -432,6 +432,10 @@ circuit_timer(struct loop *l, void *arg)
 		circuit_schedule(t);
 		return;
 	}
+	/* The timer wakes a quiet tunnel now and then: pipe storage kept
+	 * while it was busy goes back (empty rings only). */
+	ring_release(&t->ci_up.pp_ring);
+	ring_release(&t->ci_down.pp_ring);
 	if (now - t->ci_active_ms >= cf->cf_idle_timeout_ms) {
 		snprintf(why, sizeof(why), "no byte moved for idle_timeout (%llu ms)",
 		    (unsigned long long)cf->cf_idle_timeout_ms);

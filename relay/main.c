@@ -1,6 +1,7 @@
 /* postern-relay: command line, signals, and the loop. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,11 @@ main(int argc, char **argv)
 	sigset_t mask;
 	int c, sfd = -1, rc = 1;
 
+	/* Buffers of 128 KiB and more (windows, pipes, curl's) come from
+	 * mmap and go back to the kernel when freed, so a burst of traffic
+	 * does not leave the heap large; glibc's default threshold grows
+	 * past them after the first free and keeps them in the heap. */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 	log_init("relay", LOG_INFO);
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":c:l:vqh", opts, NULL)) != -1) {

@@ -161,8 +161,10 @@ pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max)
 
 	if (t == NULL || t->ci_failed || rq->rq_abort || p->pp_reader != rq)
 		return PIPE_ERROR;
-	if (p->pp_eof && ring_len(&p->pp_ring) == 0)
+	if (p->pp_eof && ring_len(&p->pp_ring) == 0) {
+		ring_release(&p->pp_ring);   /* the direction is over */
 		return PIPE_EOF;
+	}
 	if (rq->rq_segment) {
 		if (rq->rq_seg_over || rq->rq_seg_left == 0)
 			return PIPE_END;

@@ -1,5 +1,6 @@
 /* The process around a proxy; see proxymain.h. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,11 @@ proxymain_run(const struct proxymain_ops *ops, int argc, char **argv)
 	char err[512];
 	int rc = 1, sigfd = -1;
 
+	/* Buffers of 128 KiB and more (windows, pipes, curl's) come from
+	 * mmap and go back to the kernel when freed, so a burst of traffic
+	 * does not leave the heap large; glibc's default threshold grows
+	 * past them after the first free and keeps them in the heap. */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 	log_init(ops->pm_name, LOG_INFO);
 	ops->pm_options_init(ops->pm_options);
 	switch (ops->pm_options_parse(ops->pm_options, argc, argv, err,

@@ -23,6 +23,13 @@ sendbuf_free(struct sendbuf *b)
 	b->sb_len = 0;
 }
 
+void
+sendbuf_release(struct sendbuf *b)
+{
+	if (b->sb_len == 0)
+		sendbuf_free(b);
+}
+
 size_t
 sendbuf_len(const struct sendbuf *b)
 {
@@ -96,8 +103,11 @@ void
 sendbuf_ack(struct sendbuf *b, size_t n)
 {
 	if (n >= b->sb_len) {
-		/* All acknowledged: a quiet tunnel keeps no storage. */
-		sendbuf_free(b);
+		/* All acknowledged: the storage stays for the next bytes (a
+		 * busy tunnel would otherwise pay malloc, brk and page faults
+		 * on every ack); sendbuf_release() returns it once quiet. */
+		b->sb_head = 0;
+		b->sb_len = 0;
 		return;
 	}
 	b->sb_head = (b->sb_head + n) % b->sb_size;

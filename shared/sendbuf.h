@@ -2,9 +2,9 @@
  * only copy from which a broken stream can be re-sent (docs/protocol.md,
  * "Resuming tunnels").  Offsets count from the oldest byte kept.
  *
- * Storage grows on demand up to the window and is released once every
- * byte is acknowledged, so a quiet tunnel holds none; a busy one keeps
- * its storage while bytes are in flight. */
+ * Storage grows on demand up to the window and stays while the tunnel is
+ * busy; its owner calls sendbuf_release() when the tunnel goes quiet, so
+ * a quiet tunnel holds none. */
 #ifndef POSTERN_SENDBUF_H
 #define POSTERN_SENDBUF_H
 
@@ -21,6 +21,8 @@ struct sendbuf {
 
 void   sendbuf_init(struct sendbuf *b, size_t cap);
 void   sendbuf_free(struct sendbuf *b);
+/* Frees the storage if every byte has been acknowledged. */
+void   sendbuf_release(struct sendbuf *b);
 size_t sendbuf_len(const struct sendbuf *b);
 size_t sendbuf_space(const struct sendbuf *b);
 size_t sendbuf_cap(const struct sendbuf *b);

@@ -575,6 +575,9 @@ tunnel_on_ping(struct loop *l, void *arg)
 
 	if (t->tn_closing || ka == 0)
 		return;
+	/* Quiet for a while: buffers kept for speed go back. */
+	sendbuf_release(&t->tn_sb);
+	ring_release(&t->tn_out);
 	idle = now - t->tn_up_last;
 	if (idle + 5 < ka) {
 		loop_timer_start(l, &t->tn_ping, ka - idle);
@@ -1033,6 +1036,7 @@ tunnel_shut_if_due(struct tunnel *t)
 			return;
 		}
 		t->tn_shut = 1;
+		ring_release(&t->tn_out);
 		tunnel_check_done(t);
 	}
 }

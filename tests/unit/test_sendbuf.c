@@ -56,6 +56,13 @@ START_TEST(test_order_wrap_grow)
 	ck_assert_uint_eq(sent, sizeof(in));
 	sendbuf_ack(&b, sendbuf_len(&b));
 	ck_assert_uint_eq(sendbuf_len(&b), 0);
+	/* Kept for the next bytes until the owner releases it. */
+	ck_assert_ptr_nonnull(b.sb_buf);
+	ck_assert_int_eq(sendbuf_append(&b, in, 10), 0);
+	sendbuf_release(&b);
+	ck_assert_ptr_nonnull(b.sb_buf);     /* not while bytes are kept */
+	sendbuf_ack(&b, 10);
+	sendbuf_release(&b);
 	ck_assert_ptr_null(b.sb_buf);
 	sendbuf_free(&b);
 }
