@@ -126,18 +126,15 @@ http_json_text(const char *s)
 	return json_string(buf);
 }
 
+/* Queues o (taken: freed here) as a JSON body. */
 static int
-http_queue_error(struct relay_req *rq, int status, const char *code, const char *msg)
+http_queue_object(struct relay_req *rq, int status, json_t *o)
 {
-	json_t *o;
 	char *body;
 	int rc;
 
-	o = json_object();
 	if (o == NULL)
 		return -1;
-	json_object_set_new(o, "error", http_json_text(msg));
-	json_object_set_new(o, "code", http_json_text(code));
 	body = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (body == NULL)
@@ -145,6 +142,18 @@ http_queue_error(struct relay_req *rq, int status, const char *code, const char 
 	rc = http_queue_json(rq, status, body);
 	free(body);
 	return rc;
+}
+
+static int
+http_queue_error(struct relay_req *rq, int status, const char *code, const char *msg)
+{
+	json_t *o = json_object();
+
+	if (o != NULL) {
+		json_object_set_new(o, "error", http_json_text(msg));
+		json_object_set_new(o, "code", http_json_text(code));
+	}
+	return http_queue_object(rq, status, o);
 }
 
 static ssize_t
@@ -200,22 +209,13 @@ static int
 http_queue_listen(struct relay_req *rq)
 {
 	struct circuit *t = rq->rq_circuit;
-	char key[KEY_PUBLIC_TEXT_MAX], *body;
+	char key[KEY_PUBLIC_TEXT_MAX];
 	json_t *o;
-	int rc;
 
 	key_public_text(t->ci_client->cl_key, key);
 	o = json_pack("{s:s, s:s, s:s, s:s}", "id", t->ci_idtext, "port", t->ci_port,
 	    "client", t->ci_client->cl_name, "client_key", key);
-	if (o == NULL)
-		return -1;
-	body = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	if (body == NULL)
-		return -1;
-	rc = http_queue_json(rq, MHD_HTTP_OK, body);
-	free(body);
-	return rc;
+	return http_queue_object(rq, MHD_HTTP_OK, o);
 }
 
 static void
