@@ -224,6 +224,23 @@ ring_peek(const struct ring *r, size_t *len)
 	return r->r_buf + r->r_head;
 }
 
+const uint8_t *
+ring_peek_at(const struct ring *r, size_t off, size_t *len)
+{
+	size_t pos;
+
+	*len = 0;
+	if (off >= r->r_len)
+		return NULL;
+	pos = r->r_head + off;
+	if (pos >= r->r_size)
+		pos -= r->r_size;
+	*len = r->r_len - off;
+	if (*len > r->r_size - pos)
+		*len = r->r_size - pos;
+	return r->r_buf + pos;
+}
+
 void
 ring_drop(struct ring *r, size_t len)
 {

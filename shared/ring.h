@@ -46,6 +46,10 @@ size_t ring_write(struct ring *r, const void *data, size_t len);
 size_t ring_read(struct ring *r, void *out, size_t len);
 /* The first contiguous run of stored bytes, for zero-copy send(). */
 const uint8_t *ring_peek(const struct ring *r, size_t *len);
+/* The contiguous run of stored bytes starting off bytes after the
+ * oldest (a window re-sent from the middle); NULL and *len 0 when off is
+ * not below ring_len(). */
+const uint8_t *ring_peek_at(const struct ring *r, size_t off, size_t *len);
 /* The first contiguous free run, for zero-copy recv(); allocates or
  * grows storage if needed, so the run may be shorter than ring_space().
  * Returns NULL with *len 0 when full or out of memory. */

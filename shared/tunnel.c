@@ -29,7 +29,6 @@
 
 #include "mproxy.h"
 #include "ring.h"
-#include "sendbuf.h"
 #include "tunnel.h"
 
 _Static_assert(TUNNEL_FILL_PAUSE == CURL_READFUNC_PAUSE, "read pause");
@@ -46,7 +45,10 @@ _Static_assert(TUNNEL_FEED_PAUSE == CURL_WRITEFUNC_PAUSE, "write pause");
 #define TUNNEL_ACK_DELAY_MS 20      /* an ack goes out this soon at most */
 #define TUNNEL_RETRY_MIN_MS 50      /* re-attach backoff: first wait */
 #define TUNNEL_RETRY_MAX_MS 2000    /* re-attach backoff: longest wait */
-#define TUNNEL_CTL_FRAME_MAX 160    /* a whole seq/ack/ping frame */
+/* What a user can do about a peer that breaks the protocol. */
+#define TUNNEL_PROTO_HINT "; the other proxy (or something between it " \
+    "and the relay) does not follow Postern's protocol: run the same " \
+    "Postern version on both sides"
 
 struct tunnel_batch {
 	struct tunnel *tb_owner;           /* whose bytes tb_buf holds */
@@ -60,7 +62,6 @@ struct tunnel_stream {
 	struct tunnel       *ts_t;
 	const char          *ts_call;      /* "connect", "upstream", ... */
 	long                 ts_status;    /* final status, once headers end */
-	int                  ts_done;      /* completed with 200 */
 	int                  ts_segment;   /* a bounded request (segments) */
 	int                  ts_final;     /* upload: the direction's last body */
 	uint64_t             ts_gen;       /* Postern-Generation answered */
@@ -103,7 +104,7 @@ struct tunnel {
 	size_t   tn_body_bytes;            /* bytes in this body */
 
 	/* our direction: units we send */
-	struct sendbuf tn_sb;              /* unacknowledged payload */
+	struct ring tn_sb;                 /* unacknowledged payload (window) */
 	uint64_t tn_produced;              /* payload bytes read from the socket */
 	uint64_t tn_acked;                 /* units the peer acknowledged */
 	uint64_t tn_snd_next;              /* next unit this body carries */
@@ -171,6 +172,7 @@ static void tunnel_note(struct tunnel *t, const char *fmt, ...)
 static void tunnel_upload_wake(struct tunnel *t);
 static int  tunnel_can_read(const struct tunnel *t);
 static int  tunnel_final_made(const struct tunnel *t);
+static void tunnel_sock_gone(struct tunnel *t, int reset_now);
 
 struct tunnel_batch *
 tunnel_batch_new(void)
@@ -315,7 +317,6 @@ tunnel_stream_free(struct tunnel *t, struct tunnel_stream *s)
 	s->ts_body = NULL;
 	s->ts_body_len = 0;
 	s->ts_status = 0;
-	s->ts_done = 0;
 	s->ts_gen = 0;
 	s->ts_eof = 0;
 	s->ts_errbuf[0] = '\0';
@@ -343,7 +344,7 @@ tunnel_teardown(struct tunnel *t)
 		t->tn_fd = -1;
 	}
 	ring_free(&t->tn_out);
-	sendbuf_free(&t->tn_sb);
+	ring_free(&t->tn_sb);
 	mproxy_decoder_free(t->tn_dec);
 	t->tn_dec = NULL;
 	free(t->tn_errjson);
@@ -363,24 +364,9 @@ tunnel_abort(struct tunnel *t, const char *why)
 		return;
 	}
 	snprintf(t->tn_abort, sizeof(t->tn_abort), "%s", why);
-	if (!t->tn_sock_dead && t->tn_fd >= 0) {
-		loop_unwatch(t->tn_env->te_loop, t->tn_fd);
-		t->tn_watch = 0;
-		net_reset_close(t->tn_fd);
-		t->tn_fd = -1;
-	}
-	t->tn_sock_dead = 1;
-	t->tn_shut = 1;
-	tunnel_batch_drop(t);
-	ring_free(&t->tn_out);
 	if (!tunnel_final_made(t))
 		t->tn_sock_err = ECONNABORTED;
-	if (t->tn_down_paused) {
-		t->tn_down_paused = 0;
-		t->tn_want_unpause = 1;
-		tunnel_kick(t);
-	}
-	tunnel_upload_wake(t);
+	tunnel_sock_gone(t, 1);
 }
 
 void
@@ -401,6 +387,22 @@ tunnel_sock_failed(struct tunnel *t, int e)
 {
 	if (t->tn_sock_err == 0 && !t->tn_rd_eof)
 		t->tn_sock_err = e;
+	tunnel_sock_gone(t, 0);
+	tunnel_check_done(t);
+}
+
+/* The local socket is out of the tunnel (failed, or reset now when
+ * reset_now): nothing more is read from it or written to it, and the
+ * streams carry on to tell the peer and finish. */
+static void
+tunnel_sock_gone(struct tunnel *t, int reset_now)
+{
+	if (reset_now && !t->tn_sock_dead && t->tn_fd >= 0) {
+		loop_unwatch(t->tn_env->te_loop, t->tn_fd);
+		t->tn_watch = 0;
+		net_reset_close(t->tn_fd);
+		t->tn_fd = -1;
+	}
 	t->tn_sock_dead = 1;
 	t->tn_shut = 1;
 	tunnel_batch_drop(t);
@@ -408,10 +410,10 @@ tunnel_sock_failed(struct tunnel *t, int e)
 	if (t->tn_down_paused) {
 		t->tn_down_paused = 0;
 		t->tn_want_unpause = 1;
+		tunnel_kick(t);
 	}
 	tunnel_upload_wake(t);
 	tunnel_watch(t);
-	tunnel_check_done(t);
 }
 
 /* ---- the state of the two directions ------------------------------------ */
@@ -576,7 +578,7 @@ tunnel_on_ping(struct loop *l, void *arg)
 	if (t->tn_closing || ka == 0)
 		return;
 	/* Quiet for a while: buffers kept for speed go back. */
-	sendbuf_release(&t->tn_sb);
+	ring_release(&t->tn_sb);
 	ring_release(&t->tn_out);
 	idle = now - t->tn_up_last;
 	if (idle + 5 < ka) {
@@ -608,7 +610,7 @@ tunnel_on_ack_timer(struct loop *l, void *arg)
 static void
 tunnel_ack_due(struct tunnel *t, int now)
 {
-	size_t quarter = sendbuf_cap(&t->tn_sb) / 4;
+	size_t quarter = t->tn_sb.r_cap / 4;
 
 	if (now || t->tn_rcv - t->tn_ack_sent >= (quarter ? quarter : 1)) {
 		loop_timer_stop(t->tn_env->te_loop, &t->tn_ack_timer);
@@ -799,7 +801,7 @@ static int
 tunnel_can_read(const struct tunnel *t)
 {
 	return !t->tn_rd_eof && !t->tn_sock_dead && t->tn_sock_err == 0 &&
-	    t->tn_snd_next == t->tn_produced && sendbuf_space(&t->tn_sb) > 0;
+	    t->tn_snd_next == t->tn_produced && ring_space(&t->tn_sb) > 0;
 }
 
 size_t
@@ -876,7 +878,7 @@ tunnel_upload_fill(struct tunnel *t, uint8_t *buf, size_t room)
 			break;
 		if (t->tn_snd_next < t->tn_produced) {
 			/* Sent before a break: from the window, again. */
-			p = sendbuf_at(&t->tn_sb, (size_t)(t->tn_snd_next -
+			p = ring_peek_at(&t->tn_sb, (size_t)(t->tn_snd_next -
 			    t->tn_acked), &run);
 			want = room - off - hlen0;
 			if (want > t->tn_env->te_frame_max)
@@ -918,8 +920,8 @@ tunnel_upload_fill(struct tunnel *t, uint8_t *buf, size_t room)
 		want = room - off - hlen0;
 		if (want > t->tn_env->te_frame_max)
 			want = t->tn_env->te_frame_max;
-		if (want > sendbuf_space(&t->tn_sb))
-			want = sendbuf_space(&t->tn_sb);
+		if (want > ring_space(&t->tn_sb))
+			want = ring_space(&t->tn_sb);
 		hres = hlen0 - 1 + tunnel_digits(want);
 		if (hres + want > room - off)
 			want = room - off - hres;
@@ -935,8 +937,8 @@ tunnel_upload_fill(struct tunnel *t, uint8_t *buf, size_t room)
 			if (tunnel_put_data_header(t, &m, (size_t)r, buf + off,
 			    hl) == -1)
 				return TUNNEL_FILL_PAUSE;
-			if (sendbuf_append(&t->tn_sb, buf + off + hl,
-			    (size_t)r) == -1) {
+			if (ring_write(&t->tn_sb, buf + off + hl,
+			    (size_t)r) != (size_t)r) {
 				tunnel_fail(t, 1, "out of memory for the "
 				    "unacknowledged bytes");
 				return TUNNEL_FILL_PAUSE;
@@ -1245,24 +1247,9 @@ tunnel_peer_error(struct tunnel *t)
 			code[n] = '?';
 	snprintf(t->tn_peer_error, sizeof(t->tn_peer_error), "%s%s%s%s", msg,
 	    code[0] ? " (" : "", code, code[0] ? ")" : "");
-	if (!t->tn_sock_dead && t->tn_fd >= 0) {
-		loop_unwatch(t->tn_env->te_loop, t->tn_fd);
-		t->tn_watch = 0;
-		net_reset_close(t->tn_fd);
-		t->tn_fd = -1;
-	}
-	t->tn_sock_dead = 1;
-	t->tn_shut = 1;
-	tunnel_batch_drop(t);
-	ring_free(&t->tn_out);
 	if (!tunnel_final_made(t))
 		t->tn_rd_eof = 1;
-	if (t->tn_down_paused) {
-		t->tn_down_paused = 0;
-		t->tn_want_unpause = 1;
-		tunnel_kick(t);
-	}
-	tunnel_upload_wake(t);
+	tunnel_sock_gone(t, 1);
 }
 
 static void
@@ -1326,7 +1313,8 @@ tunnel_frame_ack(struct tunnel *t, uint64_t n, uint64_t g)
 		t->tn_probe_ok = 1;
 	if (n > max) {
 		tunnel_fail(t, 1, "protocol error from the peer: it acknowledged "
-		    "%" PRIu64 " units of %" PRIu64 " sent", n, max);
+		    "%" PRIu64 " units of %" PRIu64 " sent%s", n, max,
+		    TUNNEL_PROTO_HINT);
 		return;
 	}
 	if (n <= t->tn_acked) {
@@ -1335,7 +1323,7 @@ tunnel_frame_ack(struct tunnel *t, uint64_t n, uint64_t g)
 	}
 	had = t->tn_acked < t->tn_produced ? t->tn_acked : t->tn_produced;
 	now = n < t->tn_produced ? n : t->tn_produced;
-	sendbuf_ack(&t->tn_sb, (size_t)(now - had));
+	ring_drop(&t->tn_sb, (size_t)(now - had));
 	t->tn_acked = n;
 	if (t->tn_snd_next < n) {
 		/* The peer had these from an earlier generation. */
@@ -1376,7 +1364,7 @@ tunnel_frame_control(struct tunnel *t, const struct mproxy_frame *fr)
 	    (json_array_size(a) > 3 && tunnel_ctl_number(a, 3, &g) == -1)) {
 		json_decref(a);
 		tunnel_fail(t, 1, "protocol error from the peer: malformed %s "
-		    "frame", is_ack ? "ack" : "seq");
+		    "frame%s", is_ack ? "ack" : "seq", TUNNEL_PROTO_HINT);
 		return;
 	}
 	json_decref(a);
@@ -1387,7 +1375,7 @@ tunnel_frame_control(struct tunnel *t, const struct mproxy_frame *fr)
 	if (n > t->tn_rcv) {
 		tunnel_fail(t, 1, "protocol error from the peer: it resumes at "
 		    "unit %" PRIu64 " but only %" PRIu64 " arrived (bytes were "
-		    "lost)", n, t->tn_rcv);
+		    "lost)%s", n, t->tn_rcv, TUNNEL_PROTO_HINT);
 		return;
 	}
 	t->tn_rcv_cur = n;
@@ -1746,7 +1734,6 @@ tunnel_down_done(struct curlloop_xfer *x, CURLcode result, void *arg)
 	 * may have been lost to a cut after it ended its body. */
 	if (tunnel_final_made(t) && t->tn_acked < t->tn_produced + 1)
 		tunnel_frame_ack(t, t->tn_produced + 1, t->tn_gen);
-	s->ts_done = 1;
 	t->tn_down_finished = 1;
 	loop_timer_stop(t->tn_env->te_loop, &t->tn_watchdog);
 	tunnel_check_done(t);
@@ -1780,7 +1767,6 @@ tunnel_up_done(struct curlloop_xfer *x, CURLcode result, void *arg)
 		tunnel_kick(t);
 		return;
 	}
-	s->ts_done = 1;
 	t->tn_finished = 1;
 	loop_timer_stop(t->tn_env->te_loop, &t->tn_ping);
 	tunnel_check_done(t);
@@ -1977,7 +1963,9 @@ tunnel_do_break(struct tunnel *t)
 	t->tn_snd_next = t->tn_acked;
 	t->tn_seq_pending = 1;
 	t->tn_ack_pending = 1;
-	wait = t->tn_gen_join > t->tn_gen ? 0 : t->tn_backoff_ms;
+	/* Joining a newer generation waits too: a relay that keeps
+	 * answering stale_generation must not make us spin. */
+	wait = t->tn_backoff_ms;
 	t->tn_backoff_ms = t->tn_backoff_ms == 0 ? TUNNEL_RETRY_MIN_MS :
 	    t->tn_backoff_ms * 2;
 	if (t->tn_backoff_ms > TUNNEL_RETRY_MAX_MS)
@@ -1997,7 +1985,8 @@ tunnel_on_retry(struct loop *l, void *arg)
 		return;
 	if (now - t->tn_break_ms > t->tn_env->te_resume_grace_ms) {
 		tunnel_fail(t, 1, "tunnel lost: %s; could not resume within "
-		    "resume_grace (%" PRIu64 " ms)", t->tn_break_why,
+		    "resume_grace (%" PRIu64 " ms): check the path to the relay "
+		    "(--resume-grace waits longer)", t->tn_break_why,
 		    t->tn_env->te_resume_grace_ms);
 		tunnel_teardown(t);
 		return;
@@ -2051,7 +2040,7 @@ tunnel_new(const struct tunnel_env *env, enum tunnel_side side, int fd,
 		t->tn_cbs = *cbs;
 	t->tn_arg = arg;
 	ring_init(&t->tn_out, env->te_buffer);
-	sendbuf_init(&t->tn_sb, env->te_window > 0 ? env->te_window :
+	ring_init(&t->tn_sb, env->te_window > 0 ? env->te_window :
 	    TUNNEL_WINDOW_DEFAULT);
 	loop_timer_init(&t->tn_kick, tunnel_on_kick, t);
 	loop_timer_init(&t->tn_ping, tunnel_on_ping, t);

@@ -317,6 +317,70 @@ START_TEST(test_ring_zero_copy_keeps_storage)
 }
 END_TEST
 
+/* A tunnel's window: bytes read back at any offset through
+ * ring_peek_at's contiguous runs come out as written, across wrap-around
+ * and growth, while acknowledged ones are dropped from the front. */
+static void
+window_read(const struct ring *r, size_t off, uint8_t *out, size_t len)
+{
+	size_t got = 0, run;
+	const uint8_t *p;
+
+	while (got < len) {
+		p = ring_peek_at(r, off + got, &run);
+		ck_assert_ptr_nonnull(p);
+		ck_assert_uint_gt(run, 0);
+		if (run > len - got)
+			run = len - got;
+		memcpy(out + got, p, run);
+		got += run;
+	}
+}
+
+START_TEST(test_ring_peek_at_window)
+{
+	static uint8_t in[300000], out[300000];
+	struct ring r;
+	size_t sent = 0, acked = 0, i, n, step, run;
+
+	for (i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i * 131 + i / 251);
+	ring_init(&r, 100000);
+	/* Uneven writes and acks so that runs wrap and storage grows. */
+	for (step = 0; step < 400 && acked < sizeof(in); step++) {
+		n = (step * 7919) % 9000 + 1;
+		if (n > ring_space(&r))
+			n = ring_space(&r);
+		if (n > sizeof(in) - sent)
+			n = sizeof(in) - sent;
+		ck_assert_uint_eq(ring_write(&r, in + sent, n), n);
+		sent += n;
+		ck_assert_uint_eq(ring_len(&r), sent - acked);
+		window_read(&r, 0, out, sent - acked);
+		ck_assert_mem_eq(out, in + acked, sent - acked);
+		/* From the middle too, as a re-send after a break does. */
+		if (sent - acked > 10) {
+			window_read(&r, 7, out, sent - acked - 7);
+			ck_assert_mem_eq(out, in + acked + 7, sent - acked - 7);
+		}
+		n = (step * 104729) % 7000;
+		if (n > sent - acked)
+			n = sent - acked;
+		ring_drop(&r, n);
+		acked += n;
+	}
+	ck_assert_uint_eq(sent, sizeof(in));
+	ck_assert_ptr_null(ring_peek_at(&r, ring_len(&r), &run));
+	ck_assert_uint_eq(run, 0);
+	ring_drop(&r, ring_len(&r));
+	ck_assert_uint_eq(ring_len(&r), 0);
+	ck_assert_ptr_null(ring_peek_at(&r, 0, &run));
+	ring_release(&r);
+	ck_assert_ptr_null(r.r_buf);
+	ring_free(&r);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -334,6 +398,7 @@ main(void)
 	tcase_add_test(tc, test_ring_light_ring_releases);
 	tcase_add_test(tc, test_ring_keep_is_bounded);
 	tcase_add_test(tc, test_ring_zero_copy_keeps_storage);
+	tcase_add_test(tc, test_ring_peek_at_window);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
