@@ -15,6 +15,9 @@ Settings (environment):
   BENCH_IDLE      idle tunnel counts for RSS (default "1 100 1000 2000")
   BENCH_SKIP_HTTPTUNNEL=1 to leave GNU httptunnel out
   BENCH_SKIP_SEGMENTED=1 to leave out Postern with --transport segmented
+  BENCH_SKIP_HTTPS=1 to leave out Postern over HTTPS (a relay serving TLS
+                  with a self-signed certificate made by openssl, proxies
+                  trusting it with --cacert)
   BENCH_SECTIONS  which figures to measure (default "throughput latency idle")
   BENCH_RELAY_CONF extra lines for the relay's [relay] section (a literal
                   \\n separates lines), e.g. "connection_memory = 32768"
@@ -152,7 +155,7 @@ def free_port():
     return port
 
 
-def setup_postern(tmp, target_port, name="postern", proxy_args=(), sections=None):
+def setup_postern(tmp, target_port, name="postern", proxy_args=(), sections=None, tls=False):
     tmp = os.path.join(tmp, name)
     os.makedirs(tmp, exist_ok=True)
     keygen = os.path.join(BIN, "postern-keygen")
@@ -161,6 +164,15 @@ def setup_postern(tmp, target_port, name="postern", proxy_args=(), sections=None
         path = os.path.join(tmp, who + ".key")
         keys[who] = subprocess.run([keygen, "-o", path], capture_output=True, text=True,
                                    check=True).stdout.strip()
+    tls_conf = ""
+    if tls:
+        cert, key = os.path.join(tmp, "relay.crt"), os.path.join(tmp, "relay.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], capture_output=True, check=True)
+        tls_conf = f"tls_cert = {cert}\ntls_key = {key}"
+        proxy_args = (*proxy_args, "--cacert", cert)
     ini = os.path.join(tmp, "relay.ini")
     with open(ini, "w") as f:
         f.write(f"""[relay]
@@ -169,6 +181,7 @@ status = on
 max_tunnels = 8192
 max_connections = 40000
 max_pending_connects = 4096
+{tls_conf}
 {RELAY_CONF}
 
 [server bench]
@@ -180,7 +193,7 @@ allow = bench/*
 """)
     env = dict(os.environ, GLIBC_TUNABLES=TUNABLES) if TUNABLES else None
     relay = start([os.path.join(BIN, "postern-relay"), "--config", ini], "relay", tmp, env=env)
-    relay_addr = wait_log(relay, r"listening on (http://[0-9.]+:\d+)").group(1)
+    relay_addr = wait_log(relay, r"listening on (https?://[0-9.]+:\d+)").group(1)
     server = start([os.path.join(BIN, "postern-server"), "--relay", relay_addr, "--name", "bench",
                     "--key", os.path.join(tmp, "server.key"),
                     "--expose", f"b=tcp://127.0.0.1:{target_port}", "--max-tunnels", "4096",
@@ -203,6 +216,16 @@ def setup_postern_segmented(tmp, target_port):
         return None
     return setup_postern(tmp, target_port, "postern-segmented",
                          ("--transport", "segmented"), ("throughput", "latency"))
+
+
+def setup_postern_https(tmp, target_port):
+    """Postern with the relay serving HTTPS itself (TLS 1.3, ECDSA P-256
+    certificate): what TLS costs beside plain HTTP."""
+    if os.environ.get("BENCH_SKIP_HTTPS") == "1":
+        return None
+    if not shutil.which("openssl"):
+        raise RuntimeError("openssl is missing (scripts/install-deps.sh installs it)")
+    return setup_postern(tmp, target_port, "postern-https", (), None, tls=True)
 
 
 def med(values):
@@ -340,7 +363,8 @@ def main():
     try:
         target = start([PBENCH, "server", "127.0.0.1:0"], "target", tmp)
         tport = int(wait_log(target, r"listening (\d+)").group(1))
-        for setup in (setup_direct, setup_httptunnel, setup_postern, setup_postern_segmented):
+        for setup in (setup_direct, setup_httptunnel, setup_postern, setup_postern_https,
+                      setup_postern_segmented):
             try:
                 p = setup(tmp, tport)
             except Exception as e:  # a path that cannot start is reported, not fatal
@@ -365,6 +389,7 @@ def write_results(paths, results):
         if metric not in metrics:
             metrics.append(metric)
     stamp = datetime.datetime.utcnow().strftime("%Y-%m-%dT%H%MZ")
+    ratio_paths = [pn for pn in paths if pn.startswith("postern")]
     machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}"
     load = " / ".join(" ".join(f"{x:.2f}" for x in la) for la in (LOAD_START, os.getloadavg()))
     lines = [f"# Postern benchmark {stamp}", "", f"Machine: {machine}; load average (1, 5, 15 min)"
@@ -374,17 +399,21 @@ def write_results(paths, results):
                 if RELAY_CONF else ""),
              f"Repetitions: {REPS}; single stream {BYTES >> 20} MiB, aggregate {AGG_BYTES >> 20} MiB,"
              f" {RTT_COUNT} round trips, {CONNECTS} new tunnels.", "",
-             "| figure | " + " | ".join(paths) + " | postern / direct |",
-             "| --- | " + " | ".join("---" for _ in paths) + " | --- |"]
+             "| figure | " + " | ".join(paths) + " | "
+             + " | ".join(f"{r} / direct" for r in ratio_paths) + " |",
+             "| --- | " + " | ".join("---" for _ in paths + ratio_paths) + " |"]
     rows = []
     for metric in metrics:
         cells = []
         for pname in paths:
             v = results.get((pname, metric))
             cells.append("" if v is None else (f"{v[0]:.1f}" + (f" ({v[1]})" if v[1] else "")))
-        d, p = results.get(("direct", metric)), results.get(("postern", metric))
-        ratio = f"{p[0] / d[0]:.2f}x" if d and p and d[0] else ""
-        lines.append(f"| {metric} | " + " | ".join(cells) + f" | {ratio} |")
+        d = results.get(("direct", metric))
+        ratios = []
+        for rp in ratio_paths:
+            p = results.get((rp, metric))
+            ratios.append(f"{p[0] / d[0]:.2f}x" if d and p and d[0] else "")
+        lines.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
         rows.append([metric] + [("" if results.get((pn, metric)) is None else results[(pn, metric)][0])
                                 for pn in paths])
     lines += ["", "Targets (issue 4), from this run:", ""] + targets(results)
@@ -442,22 +471,33 @@ def chart(outdir, results):
         return
     keys = ["1 stream up MB/s", "1 stream down MB/s", "8 streams MB/s", "64 streams MB/s",
             "RTT p50 us", "connect p50 us"]
+    series = [pn for pn in ("postern", "postern-https", "postern-segmented")
+              if any((pn, k) in results for k in keys)]
     data = os.path.join(outdir, "latest-ratios.dat")
     with open(data, "w") as f:
+        f.write("# figure " + " ".join(series) + "\n")
         for k in keys:
-            d, p = results.get(("direct", k)), results.get(("postern", k))
-            if d and p and d[0]:
-                f.write(f"\"{k}\" {p[0] / d[0]:.3f}\n")
-    script = f"""set terminal png size 900,450
+            d = results.get(("direct", k))
+            if not d or not d[0]:
+                continue
+            vals = []
+            for pn in series:
+                p = results.get((pn, k))
+                vals.append(f"{p[0] / d[0]:.3f}" if p else "NaN")
+            f.write(f"\"{k}\" " + " ".join(vals) + "\n")
+    plots = ", ".join(f"'{data}' using {i + 2}:xtic(1) title '{pn}'" for i, pn in enumerate(series))
+    script = f"""set terminal png size 1000,450
 set output '{os.path.join(outdir, 'latest-ratios.png')}'
 set title 'Postern as a ratio of direct loopback (throughput: higher is better; latency: lower is better)'
 set style data histograms
+set style histogram clustered gap 1
 set style fill solid 0.8
-set boxwidth 0.7
-set yrange [0:*]
+set key top left
+set logscale y
+set yrange [0.01:*]
 set xtics rotate by -20
 set grid y
-plot '{data}' using 2:xtic(1) notitle
+plot {plots}
 """
     subprocess.run(["gnuplot"], input=script, text=True, check=False)
 

@@ -37,6 +37,7 @@ struct client {
 	struct loop            *c_loop;
 	const struct client_options *c_opt;
 	struct curlloop        *c_curl;
+	struct curlloop        *c_curl_up;   /* uploads (tunnel.h) */
 	struct relaycall_conf   c_relay;
 	struct tunnel_env       c_env;
 	int                     c_fallback;  /* auto found streams blocked */
@@ -274,8 +275,13 @@ client_new(struct loop *l, const struct client_options *co,
 	if (c->c_curl == NULL)
 		goto fail;
 	curlloop_set_connect_timeout(c->c_curl, ps->ps_relay_timeout_ms);
+	c->c_curl_up = curlloop_new(l, TUNNEL_UPLOAD_IDLE_CONNS, err, errlen);
+	if (c->c_curl_up == NULL)
+		goto fail;
+	curlloop_set_connect_timeout(c->c_curl_up, ps->ps_relay_timeout_ms);
 	c->c_env.te_loop = l;
 	c->c_env.te_curl = c->c_curl;
+	c->c_env.te_curl_up = c->c_curl_up;
 	c->c_env.te_relay = &c->c_relay;
 	c->c_env.te_frame_max = ps->ps_frame_max;
 	c->c_env.te_buffer = ps->ps_buffer;
@@ -370,6 +376,7 @@ client_free(struct client *c)
 	if (c == NULL)
 		return;
 	client_shutdown(c);
+	curlloop_free(c->c_curl_up);
 	curlloop_free(c->c_curl);
 	tunnel_batch_free(c->c_env.te_batch);
 	free(c->c_li);

@@ -52,7 +52,9 @@ static const struct setting config_settings[] = {
 	{ "max_pending_connects", SET_COUNT,    CF(cf_max_pending_connects), 0, 10000000 },
 	{ "max_refuse_body",      SET_SIZE,     CF(cf_max_refuse_body), 64, 1 * MIB },
 	{ "connection_memory",    SET_SIZE,     CF(cf_connection_memory), 8 * KIB, 64 * MIB },
+	{ "upload_memory",        SET_SIZE,     CF(cf_upload_memory), 8 * KIB, 64 * MIB },
 	{ "status",               SET_ONOFF,    CF(cf_status), 0, 1 },
+	{ "direct_write",         SET_ONOFF,    CF(cf_direct_write), 0, 1 },
 	{ "tls_cert",             SET_PATH,     CF(cf_tls_cert), 0, 0 },
 	{ "tls_key",              SET_PATH,     CF(cf_tls_key), 0, 0 },
 	{ "resume_grace",         SET_DURATION, CF(cf_resume_grace_ms), 100, 86400000 },
@@ -300,9 +302,9 @@ config_relay_set(struct config_parse *cp, const char *name, const char *value)
 		return 1;
 	case SET_ONOFF:
 		if (strcmp(value, "on") == 0)
-			cf->cf_status = 1;
+			*(int *)(void *)((char *)cf + st->st_offset) = 1;
 		else if (strcmp(value, "off") == 0)
-			cf->cf_status = 0;
+			*(int *)(void *)((char *)cf + st->st_offset) = 0;
 		else {
 			config_fail(cp, cp->cp_line, "%s must be 'on' or 'off', not '%s'",
 			    name, value);
@@ -767,6 +769,8 @@ config_load_stream(FILE *f, const char *name, char *err, size_t errlen)
 	cf->cf_max_pending_connects = CONFIG_DEFAULT_MAX_PENDING;
 	cf->cf_max_refuse_body = CONFIG_DEFAULT_MAX_REFUSE_BODY;
 	cf->cf_connection_memory = CONFIG_DEFAULT_CONNECTION_MEMORY;
+	cf->cf_direct_write = 1;
+	cf->cf_upload_memory = CONFIG_DEFAULT_UPLOAD_MEMORY;
 	cf->cf_resume_grace_ms = CONFIG_DEFAULT_RESUME_GRACE_MS;
 	cf->cf_peer_timeout_ms = CONFIG_DEFAULT_PEER_TIMEOUT_MS;
 	cf->cf_segment_bytes = CONFIG_DEFAULT_SEGMENT_BYTES;

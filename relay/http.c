@@ -430,7 +430,7 @@ http_watch(struct relay_req *rq)
 	return epoll_ctl(rl->rl_hup_fd, EPOLL_CTL_ADD, rq->rq_fd, &ev);
 }
 
-static void
+void
 http_unwatch(struct relay_req *rq)
 {
 	struct relay *rl = rq->rq_relay;
@@ -570,7 +570,8 @@ http_status(struct relay_req *rq)
 {
 	struct relay *rl = rq->rq_relay;
 	char body[256];
-	unsigned conns = rl->rl_conns;
+	/* Those still waiting for their first bytes (sort.c) count too. */
+	unsigned conns = rl->rl_conns + (unsigned)rl->rl_nsorting;
 
 	snprintf(body, sizeof(body), "{\"tunnels\":%zu,\"pending_connects\":%zu,"
 	    "\"listens\":%zu,\"connections\":%u,\"buffered_bytes\":%llu}",
@@ -735,11 +736,11 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 	struct relay_req *rq = *con_cls;
 	const char *text;
 
-	(void)version;
 	if (rq == NULL) {
 		if (rl->rl_stopping || (rq = http_req_new(sh, c)) == NULL)
 			return MHD_NO;
 		*con_cls = rq;
+		rq->rq_http11 = strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
 		if (rq->rq_rc != NULL && !rq->rq_rc->rc_head_seen) {
 			/* The head is in: idle_timeout bounds the rest. */
 			rq->rq_rc->rc_head_seen = 1;
@@ -943,7 +944,8 @@ http_start(struct relay_shard *sh, char *err, size_t errlen)
 	sh->sh_mhd = MHD_start_daemon(flags, 0, NULL, NULL, http_access, sh,
 	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, rl,
 	    MHD_OPTION_CONNECTION_LIMIT, rl->rl_max_connections,
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cf->cf_connection_memory,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(sh->sh_upload ?
+	    cf->cf_upload_memory : cf->cf_connection_memory),
 	    MHD_OPTION_CONNECTION_TIMEOUT, 0u,
 	    MHD_OPTION_NOTIFY_CONNECTION, http_conn_notify, sh,
 	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, sh,

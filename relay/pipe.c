@@ -91,28 +91,46 @@ pipe_write(struct relay_req *rq, struct pipe *p, const char *data, size_t *size)
 {
 	struct relay *rl = rq->rq_relay;
 	struct circuit *t = rq->rq_circuit;
+	struct relay_req *rd;
 	size_t n;
 
-	/* Cut by a break, or the circuit ended: nobody takes these. */
-	if (t == NULL || t->ci_state == CS_ENDED || p->pp_writer != rq) {
-		rq->rq_abort = 1;
-		return;
-	}
-	n = ring_write(&p->pp_ring, data, *size);
-	if (n == 0 && ring_space(&p->pp_ring) > 0) {
-		log_warn("tunnel %s: out of memory for its pipe buffer", t->ci_idtext);
-		circuit_fail(t, "out_of_memory", 503, "busy", "the relay is out of memory");
-		rq->rq_abort = 1;
-		return;
-	}
-	pipe_count(p, data, n);
-	*size -= n;
-	rl->rl_buffered += n;
-	if (n > 0) {
+	/* A reader that writes its socket itself (direct.c) may empty the
+	 * ring at once: then more of the body fits.  Each round takes bytes
+	 * or stops, and *size left over always means a full ring (which
+	 * the reader's progress will half empty and wake us for). */
+	while (*size > 0) {
+		/* Cut by a break, or the circuit ended: nobody takes these. */
+		if (t == NULL || t->ci_state == CS_ENDED || p->pp_writer != rq) {
+			rq->rq_abort = 1;
+			return;
+		}
+		n = ring_write(&p->pp_ring, data, *size);
+		if (n == 0 && ring_space(&p->pp_ring) > 0) {
+			log_warn("tunnel %s: out of memory for its pipe buffer",
+			    t->ci_idtext);
+			circuit_fail(t, "out_of_memory", 503, "busy",
+			    "the relay is out of memory");
+			rq->rq_abort = 1;
+			return;
+		}
+		if (n == 0)
+			break;
+		pipe_count(p, data, n);
+		data += n;
+		*size -= n;
+		rl->rl_buffered += n;
 		rq->rq_last_ms = loop_now_ms();
 		circuit_activity(t);
-		if (p->pp_reader != NULL && p->pp_reader->rq_suspended)
-			http_resume(p->pp_reader);
+		rd = p->pp_reader;
+		if (rd == NULL || !rd->rq_suspended)
+			break;
+		if (!rd->rq_dw_live) {
+			http_resume(rd);
+			break;
+		}
+		/* Written now, without waking libmicrohttpd. */
+		(void)direct_flush(rd);
+		direct_after(rd);
 	}
 	if (*size > 0)
 		http_suspend(rq, 0);
@@ -145,22 +163,52 @@ pipe_reader_start(struct relay_req *rq, struct pipe *p)
 	struct relay *rl = rq->rq_relay;
 
 	p->pp_reader = rq;
+	rq->rq_direct = direct_eligible(rq);
+	rq->rq_dw_busy = 0;
+	rq->rq_dw_live = 0;
 	if (!rq->rq_segment)
 		return;
 	loop_timer_init(&rq->rq_timer, pipe_segment_timer, rq);
 	loop_timer_start(rl->rl_loop, &rq->rq_timer, rl->rl_cf->cf_poll_time_ms);
 }
 
-long
-pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max)
+void
+pipe_taken(struct relay_req *rq, struct pipe *p, size_t n)
 {
 	struct relay *rl = rq->rq_relay;
 	struct circuit *t = rq->rq_circuit;
 	struct relay_req *w;
+
+	rl->rl_buffered -= n;
+	circuit_activity(t);
+	if (rq->rq_segment) {
+		rq->rq_seg_left -= n;
+		if (!rq->rq_seg_started) {
+			rq->rq_seg_started = 1;
+			loop_timer_start(rl->rl_loop, &rq->rq_timer,
+			    rl->rl_cf->cf_segment_time_ms);
+		}
+	}
+	w = p->pp_writer;
+	if (w != NULL && w->rq_suspended &&
+	    ring_len(&p->pp_ring) <= p->pp_ring.r_cap / 2) {
+		/* Read again from now: peer_timeout counts from here. */
+		w->rq_last_ms = loop_now_ms();
+		http_resume(w);
+		circuit_schedule(t);
+	}
+}
+
+long
+pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max)
+{
+	struct circuit *t = rq->rq_circuit;
 	size_t n;
 
 	if (t == NULL || t->ci_failed || rq->rq_abort || p->pp_reader != rq)
 		return PIPE_ERROR;
+	if (rq->rq_direct)
+		return direct_read(rq, p);
 	if (p->pp_eof && ring_len(&p->pp_ring) == 0) {
 		ring_release(&p->pp_ring);   /* the direction is over */
 		return PIPE_EOF;
@@ -173,24 +221,7 @@ pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max)
 	}
 	n = ring_read(&p->pp_ring, buf, max);
 	if (n > 0) {
-		rl->rl_buffered -= n;
-		circuit_activity(t);
-		if (rq->rq_segment) {
-			rq->rq_seg_left -= n;
-			if (!rq->rq_seg_started) {
-				rq->rq_seg_started = 1;
-				loop_timer_start(rl->rl_loop, &rq->rq_timer,
-				    rl->rl_cf->cf_segment_time_ms);
-			}
-		}
-		w = p->pp_writer;
-		if (w != NULL && w->rq_suspended &&
-		    ring_len(&p->pp_ring) <= p->pp_ring.r_cap / 2) {
-			/* Read again from now: peer_timeout counts from here. */
-			w->rq_last_ms = loop_now_ms();
-			http_resume(w);
-			circuit_schedule(t);
-		}
+		pipe_taken(rq, p, n);
 		return (long)n;
 	}
 	http_suspend(rq, 1);

@@ -29,7 +29,7 @@
 #define RELAY_BACKLOG 1024
 /* File descriptors kept for everything but client connections: the
  * loop, signals, logs, and each shard's epoll and event descriptors. */
-#define RELAY_FD_RESERVE (32 + 2 * RELAY_SHARDS)
+#define RELAY_FD_RESERVE (32 + 4 * RELAY_SHARDS)
 /* Connections accepted per wakeup of the listening socket, so that a
  * flood of them does not hold up the tunnels already open. */
 #define RELAY_ACCEPT_BATCH 64
@@ -203,35 +203,54 @@ relay_accept_timer(struct loop *l, void *arg)
 void
 relay_conn_closed(struct relay *rl)
 {
-	if (!rl->rl_accepting && rl->rl_conns < rl->rl_max_connections)
+	if (!rl->rl_accepting &&
+	    rl->rl_conns + rl->rl_nsorting < rl->rl_max_connections)
 		relay_accept_on(rl);
 }
 
-/* The shard holding the fewest connections. */
+/* The shard of the kind asked holding the fewest connections. */
 static struct relay_shard *
-relay_pick_shard(struct relay *rl)
+relay_pick_shard(struct relay *rl, int upload)
 {
-	struct relay_shard *best = &rl->rl_shards[0];
+	struct relay_shard *best = NULL, *sh;
 	size_t i;
 
-	for (i = 1; i < rl->rl_nshards; i++)
-		if (rl->rl_shards[i].sh_conns < best->sh_conns)
-			best = &rl->rl_shards[i];
+	for (i = 0; i < rl->rl_nshards; i++) {
+		sh = &rl->rl_shards[i];
+		if (sh->sh_upload == (upload && rl->rl_sort) &&
+		    (best == NULL || sh->sh_conns < best->sh_conns))
+			best = sh;
+	}
 	return best;
+}
+
+void
+relay_hand_over(struct relay *rl, int fd, const struct sockaddr *sa,
+                socklen_t sl, int upload)
+{
+	struct relay_shard *sh = relay_pick_shard(rl, upload);
+
+	/* It closes the socket itself when it fails. */
+	if (MHD_add_connection(sh->sh_mhd, fd, sa, sl) != MHD_YES) {
+		log_warn("libmicrohttpd did not take a new connection: %s",
+		    strerror(errno));
+		return;
+	}
+	/* Its request is likely waiting already. */
+	relay_mhd_kick(sh);
 }
 
 static void
 relay_accept(struct loop *l, int lfd, int events, void *arg)
 {
 	struct relay *rl = arg;
-	struct relay_shard *sh;
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	int i, fd;
 
 	(void)events;
 	for (i = 0; i < RELAY_ACCEPT_BATCH; i++) {
-		if (rl->rl_conns >= rl->rl_max_connections) {
+		if (rl->rl_conns + rl->rl_nsorting >= rl->rl_max_connections) {
 			/* Left in the backlog until a connection closes. */
 			relay_accept_off(rl);
 			return;
@@ -254,16 +273,9 @@ relay_accept(struct loop *l, int lfd, int events, void *arg)
 				log_warn("accept failed: %s", strerror(errno));
 			return;
 		}
-		sh = relay_pick_shard(rl);
-		/* It closes the socket itself when it fails. */
-		if (MHD_add_connection(sh->sh_mhd, fd, (struct sockaddr *)&ss, sl) !=
-		    MHD_YES) {
-			log_warn("libmicrohttpd did not take a new connection: %s",
-			    strerror(errno));
+		if (rl->rl_sort && sort_add(rl, fd, (struct sockaddr *)&ss, sl) == 0)
 			continue;
-		}
-		/* Its request is likely waiting already. */
-		relay_mhd_kick(sh);
+		relay_hand_over(rl, fd, (struct sockaddr *)&ss, sl, 0);
 	}
 }
 
@@ -328,10 +340,16 @@ relay_new(struct loop *l, const struct relay_config *cf, char *err, size_t errle
 		goto fail;
 	if (http_tls_start(rl, err, errlen) == -1)
 		goto fail;
-	for (i = 0; i < RELAY_SHARDS; i++) {
+	LIST_INIT(&rl->rl_sorting);
+	/* Upload daemons only where sort.c can read request lines (not
+	 * through TLS) and they would differ. */
+	rl->rl_sort = rl->rl_tls.tl_cert == NULL &&
+	    cf->cf_upload_memory > cf->cf_connection_memory;
+	for (i = 0; i < (rl->rl_sort ? 2u : 1u) * RELAY_SHARDS; i++) {
 		sh = &rl->rl_shards[i];
 		sh->sh_relay = rl;
 		sh->sh_fd = -1;
+		sh->sh_upload = i >= RELAY_SHARDS;
 		if (http_start(sh, err, errlen) == -1)
 			goto fail;
 		rl->rl_nshards++;
@@ -389,6 +407,7 @@ relay_free(struct relay *rl)
 	if (rl->rl_listen_fd >= 0)
 		close(rl->rl_listen_fd);
 	rl->rl_listen_fd = -1;
+	sort_free_all(rl);
 	for (t = LIST_FIRST(&rl->rl_circuits); t != NULL; t = tnext) {
 		tnext = LIST_NEXT(t, ci_entry);
 		circuit_fail(t, "shutdown", 503, "busy", "the relay is shutting down");

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 
 #include "key.h"
 #include "loop.h"
@@ -67,7 +68,9 @@ struct relay_config {
 	uint64_t cf_max_pending_connects; /* per server/port */
 	uint64_t cf_max_refuse_body;
 	uint64_t cf_connection_memory;
+	uint64_t cf_upload_memory;        /* an upload connection's (sort.c) */
 	int      cf_status;               /* GET /v1/status served */
+	int      cf_direct_write;         /* relay writes stream chunks (direct.c) */
 	char    *cf_tls_cert;             /* PEM file; NULL: plain HTTP */
 	char    *cf_tls_key;              /* PEM file; set with cf_tls_cert */
 	/* Resuming tunnels (docs/protocol.md, "Resuming tunnels"). */
@@ -98,6 +101,7 @@ struct relay_config {
 #define CONFIG_DEFAULT_MAX_PENDING       1024
 #define CONFIG_DEFAULT_MAX_REFUSE_BODY   4096
 #define CONFIG_DEFAULT_CONNECTION_MEMORY 12288
+#define CONFIG_DEFAULT_UPLOAD_MEMORY     262144
 #define CONFIG_DEFAULT_RESUME_GRACE_MS   30000
 #define CONFIG_DEFAULT_PEER_TIMEOUT_MS   60000
 #define CONFIG_DEFAULT_SEGMENT_BYTES     262144
@@ -291,9 +295,12 @@ struct relay_port {
  * of them. */
 #define RELAY_SHARDS 32
 
+struct sorting;   /* sort.c */
+
 struct relay_shard {
 	struct relay      *sh_relay;
 	struct MHD_Daemon *sh_mhd;
+	int                sh_upload;    /* upload_memory per connection (sort.c) */
 	int                sh_fd;        /* its epoll descriptor, on our loop */
 	unsigned           sh_conns;     /* connections it holds */
 	int                sh_kick;      /* MHD_run() due at once */
@@ -344,6 +351,19 @@ struct relay_req {
 	unsigned           rq_eof_answer:1;     /* answered 200 Postern-Eof: 1 */
 	unsigned           rq_discard:1;        /* an upload into a finished
 	                                         * direction: its bytes are dropped */
+	unsigned           rq_http11:1;         /* asked in HTTP/1.1 */
+	/* direct.c: a download whose chunks the relay writes itself */
+	unsigned           rq_direct:1;
+	unsigned           rq_dw_live:1;        /* its headers are out: the
+	                                         * content reader was called */
+	unsigned           rq_dw_busy:1;        /* a chunk is partly written */
+	unsigned           rq_dw_failed:1;      /* writing failed: end it */
+	unsigned           rq_dw_noread:1;      /* pipelined bytes wait */
+	uint8_t            rq_dw_hlen;          /* chunk header: length, */
+	uint8_t            rq_dw_hoff;          /* bytes of it written */
+	uint8_t            rq_dw_toff;          /* bytes of its CRLF written */
+	char               rq_dw_hdr[24];       /* "<hex>\r\n" */
+	size_t             rq_dw_data;          /* its data bytes not yet written */
 	uint32_t           rq_gen;              /* Postern-Generation asked, then
 	                                         * the one answered */
 	uint32_t           rq_instance;         /* listen: its server-proxy instance
@@ -371,8 +391,13 @@ struct relay_req {
 struct relay {
 	const struct relay_config *rl_cf;
 	struct loop       *rl_loop;
-	struct relay_shard rl_shards[RELAY_SHARDS];
+	/* RELAY_SHARDS daemons for every connection, then (plain HTTP,
+	 * upload_memory above connection_memory) RELAY_SHARDS for uploads */
+	struct relay_shard rl_shards[2 * RELAY_SHARDS];
 	size_t             rl_nshards;       /* started */
+	int                rl_sort;          /* upload daemons run: sort.c */
+	LIST_HEAD(, sorting) rl_sorting;     /* accepted, first bytes awaited */
+	size_t             rl_nsorting;
 	int                rl_listen_fd;
 	int                rl_accepting;     /* rl_listen_fd on the loop */
 	unsigned           rl_conns;         /* HTTP connections open */
@@ -416,6 +441,14 @@ void relay_free(struct relay *rl);
  * its resumes take effect only inside MHD_run(), and in external-polling
  * mode nothing wakes its epoll descriptor for them. */
 void relay_mhd_kick(struct relay_shard *sh);
+/* An accepted socket to a daemon of the kind asked (upload: sort.c). */
+void relay_hand_over(struct relay *rl, int fd, const struct sockaddr *sa,
+                     socklen_t sl, int upload);
+
+/* sort.c: accepted sockets wait here for their request line. */
+int  sort_add(struct relay *rl, int fd, const struct sockaddr *sa, socklen_t sl);
+void sort_free_all(struct relay *rl);
+int  sort_is_upload(const char *b, size_t n);
 /* A connection closed: accepting may go on if it had stopped at
  * max_connections. */
 void relay_conn_closed(struct relay *rl);
@@ -431,6 +464,7 @@ int  http_auth_start(struct relay *rl, char *err, size_t errlen);
 int  http_tls_start(struct relay *rl, char *err, size_t errlen);
 void http_tls_stop(struct relay *rl);
 void http_suspend(struct relay_req *rq, int watch);
+void http_unwatch(struct relay_req *rq);
 void http_resume(struct relay_req *rq);
 /* Answers now when inside rq's handler, else parks the answer and
  * resumes rq so that its handler sends it. */
@@ -517,5 +551,16 @@ void pipe_free(struct relay *rl, struct pipe *p);
 void pipe_write(struct relay_req *rq, struct pipe *p, const char *data, size_t *size);
 void pipe_write_end(struct pipe *p);
 long pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max);
+/* n bytes left p for rq (reader): accounting, timers, the writer woken. */
+void pipe_taken(struct relay_req *rq, struct pipe *p, size_t n);
+
+/* direct.c: a plain HTTP/1.1 download's chunks written by the relay. */
+int  direct_eligible(struct relay_req *rq);
+/* Writes what the socket takes; -1 once the stream must end in error. */
+int  direct_flush(struct relay_req *rq);
+/* After bytes or an end reached a suspended direct reader. */
+void direct_after(struct relay_req *rq);
+/* The content reader's turn: PIPE_* or 0 (suspended, nothing for MHD). */
+long direct_read(struct relay_req *rq, struct pipe *p);
 
 #endif

@@ -90,6 +90,7 @@ struct server {
 	struct loop          *sv_loop;
 	const struct server_options *sv_opt;
 	struct curlloop      *sv_curl;
+	struct curlloop      *sv_curl_up;   /* uploads (tunnel.h) */
 	struct relaycall_conf sv_relay;
 	struct tunnel_env     sv_env;
 	struct server_port   *sv_ports;
@@ -397,7 +398,7 @@ server_dial_connected(struct server_dial *d)
 	if (tunnel_accept(st->st_t, d->dl_id, err, sizeof(err)) == -1)
 		tunnel_close(st->st_t, err);
 	else
-		curlloop_flush(sv->sv_curl);   /* before the next listen */
+		tunnel_env_flush(&sv->sv_env);   /* before the next listen */
 	server_dial_free(d);
 }
 
@@ -872,8 +873,13 @@ server_new(struct loop *l, const struct server_options *so,
 	if (sv->sv_curl == NULL)
 		goto fail;
 	curlloop_set_connect_timeout(sv->sv_curl, ps->ps_relay_timeout_ms);
+	sv->sv_curl_up = curlloop_new(l, TUNNEL_UPLOAD_IDLE_CONNS, err, errlen);
+	if (sv->sv_curl_up == NULL)
+		goto fail;
+	curlloop_set_connect_timeout(sv->sv_curl_up, ps->ps_relay_timeout_ms);
 	sv->sv_env.te_loop = l;
 	sv->sv_env.te_curl = sv->sv_curl;
+	sv->sv_env.te_curl_up = sv->sv_curl_up;
 	sv->sv_env.te_relay = &sv->sv_relay;
 	sv->sv_env.te_frame_max = ps->ps_frame_max;
 	sv->sv_env.te_buffer = ps->ps_buffer;
@@ -997,6 +1003,7 @@ server_free(struct server *sv)
 	if (sv == NULL)
 		return;
 	server_shutdown(sv);
+	curlloop_free(sv->sv_curl_up);
 	curlloop_free(sv->sv_curl);
 	tunnel_batch_free(sv->sv_env.te_batch);
 	for (i = 0; i < sv->sv_nports; i++)

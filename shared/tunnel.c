@@ -302,12 +302,29 @@ tunnel_fail(struct tunnel *t, int reset, const char *fmt, ...)
 	tunnel_kick(t);
 }
 
+/* The multi handle that runs stream s. */
+static struct curlloop *
+tunnel_curl(const struct tunnel *t, const struct tunnel_stream *s)
+{
+	if (s == &t->tn_up && t->tn_env->te_curl_up != NULL)
+		return t->tn_env->te_curl_up;
+	return t->tn_env->te_curl;
+}
+
+void
+tunnel_env_flush(const struct tunnel_env *te)
+{
+	curlloop_flush(te->te_curl);
+	if (te->te_curl_up != NULL)
+		curlloop_flush(te->te_curl_up);
+}
+
 static void
 tunnel_stream_free(struct tunnel *t, struct tunnel_stream *s)
 {
 	if (s->ts_x.cx_easy != NULL) {
-		if (t->tn_env->te_curl != NULL)
-			curlloop_remove(t->tn_env->te_curl, &s->ts_x);
+		if (tunnel_curl(t, s) != NULL)
+			curlloop_remove(tunnel_curl(t, s), &s->ts_x);
 		curl_easy_cleanup(s->ts_x.cx_easy);
 		s->ts_x.cx_easy = NULL;
 	}
@@ -492,8 +509,9 @@ tunnel_on_kick(struct loop *l, void *arg)
 			    tunnel_up_call(t), err);
 			return;
 		}
-		/* The first bytes wait for this request: out with it. */
-		curlloop_flush(t->tn_env->te_curl);
+		/* The first bytes wait for this request (and for the
+		 * download started with it): out with them. */
+		tunnel_env_flush(t->tn_env);
 		if (t->tn_closing) {
 			tunnel_teardown(t);
 			return;
@@ -1849,7 +1867,7 @@ tunnel_stream_start(struct tunnel *t, struct tunnel_stream *s,
 		    tunnel_clamp(t->tn_env->te_buffer, TUNNEL_RECV_MIN,
 		    TUNNEL_RECV_MAX));
 	}
-	if (curlloop_add(t->tn_env->te_curl, &s->ts_x, err, errlen) == -1) {
+	if (curlloop_add(tunnel_curl(t, s), &s->ts_x, err, errlen) == -1) {
 		tunnel_stream_free(t, s);
 		return -1;
 	}
@@ -2003,7 +2021,7 @@ tunnel_on_retry(struct loop *l, void *arg)
 		tunnel_break(t, "cannot re-attach: %s", err);
 		return;
 	}
-	curlloop_flush(t->tn_env->te_curl);
+	tunnel_env_flush(t->tn_env);
 	if (t->tn_closing)
 		tunnel_teardown(t);
 }

@@ -31,6 +31,10 @@ struct tunnel_batch;
 #define TUNNEL_WINDOW_DEFAULT        (1024 * 1024)
 #define TUNNEL_SEGMENT_BYTES_DEFAULT (256 * 1024)
 #define TUNNEL_SEGMENT_MS_DEFAULT    200
+/* Idle upload connections a proxy keeps for the next tunnels' uploads
+ * (CURLMOPT_MAXCONNECTS of te_curl_up): each holds an upload-sized
+ * buffer on the relay. */
+#define TUNNEL_UPLOAD_IDLE_CONNS     16
 
 enum tunnel_transport {
 	TUNNEL_AUTO = 0,      /* stream; segments once streaming fails */
@@ -42,6 +46,10 @@ enum tunnel_transport {
 struct tunnel_env {
 	struct loop                 *te_loop;
 	struct curlloop             *te_curl;
+	/* Uploads' own multi handle, or NULL (te_curl): kept apart, their
+	 * connections carry nothing but uploads, which a relay serves from
+	 * bigger buffers (docs/relay.md, upload_memory). */
+	struct curlloop             *te_curl_up;
 	const struct relaycall_conf *te_relay;
 	size_t   te_frame_max;     /* payload bytes per data frame we send */
 	size_t   te_buffer;        /* download ring; curl's buffers */
@@ -120,6 +128,9 @@ int  tunnel_connect(struct tunnel *t, char *err, size_t errlen);
  * downstream arriving with the accept would only delay that answer (the
  * relay verifies each request's signature in turn). */
 int  tunnel_accept(struct tunnel *t, const char *id, char *err, size_t errlen);
+/* Lets curl send the requests just started (downloads and uploads) at
+ * once; not from inside a curl callback (curlloop_flush). */
+void tunnel_env_flush(const struct tunnel_env *te);
 
 /* Ends the tunnel now (shutdown of the process): resets the socket,
  * stops both transfers, reports reason.  Not from a curl callback. */

@@ -410,3 +410,28 @@ def test_duplex_echo(bindir):
         dt = time.monotonic() - t0
         print("%d MiB each way at once in %.2f s (%.0f MiB/s each way)"
               % (total // MIB, dt, total / MIB / dt))
+
+
+@timeout(240)
+def test_relay_io_paths(bindir):
+    """The relay's two ways of moving a stream give the same bytes: its
+    own chunked writes and upload daemons (the defaults), and
+    libmicrohttpd's buffers alone (direct_write = off, upload_memory no
+    bigger than connection_memory).  Four tunnels at once each way echo
+    32 MiB in writes of mixed sizes, sha256 checked."""
+    total = min(32, BIG_MB) * MIB
+    for name, settings in (("direct", {}),
+                           ("mhd", {"direct_write": "off",
+                                    "upload_memory": "12k"})):
+        with Env(bindir, "iopaths-" + name) as env:
+            echo = env.service(Echo())
+            _, client, lp = env.standard({"echo": echo.addr},
+                                         settings=settings)
+            r = random.Random(5)
+            t0 = time.monotonic()
+            EchoClients(lp["echo"], [(s, total, lambda: r.choice(
+                (1, 700, 16384, 65536, 1 << 20))) for s in range(4)],
+                timeout=180).run()
+            dt = time.monotonic() - t0
+            print("%s: 4 x %d MiB each way in %.2f s"
+                  % (name, total // MIB, dt))

@@ -102,6 +102,8 @@ START_TEST(defaults)
 	ck_assert_uint_eq(cf->cf_max_pending_connects, 1024);
 	ck_assert_uint_eq(cf->cf_max_refuse_body, 4096);
 	ck_assert_uint_eq(cf->cf_connection_memory, 12288);
+	ck_assert_uint_eq(cf->cf_upload_memory, 262144);
+	ck_assert_int_eq(cf->cf_direct_write, 1);
 	ck_assert_int_eq(cf->cf_status, 0);
 	ck_assert_uint_eq(cf->cf_resume_grace_ms, 30000);
 	ck_assert_uint_eq(cf->cf_peer_timeout_ms, 60000);
@@ -133,6 +135,8 @@ START_TEST(full_file)
 	    "max_pending_connects = 0\n"
 	    "max_refuse_body = 2k\n"
 	    "connection_memory = 65536\n"
+	    "upload_memory = 1M\n"
+	    "direct_write = off\n"
 	    "status = on # counters\n"
 	    "resume_grace = 5\n"
 	    "peer_timeout = 0\n"
@@ -168,6 +172,8 @@ START_TEST(full_file)
 	ck_assert_uint_eq(cf->cf_max_pending_connects, 0);
 	ck_assert_uint_eq(cf->cf_max_refuse_body, 2048);
 	ck_assert_uint_eq(cf->cf_connection_memory, 65536);
+	ck_assert_uint_eq(cf->cf_upload_memory, 1048576);
+	ck_assert_int_eq(cf->cf_direct_write, 0);
 	ck_assert_int_eq(cf->cf_status, 1);
 	ck_assert_uint_eq(cf->cf_resume_grace_ms, 5000);
 	ck_assert_uint_eq(cf->cf_peer_timeout_ms, 0);
@@ -307,6 +313,10 @@ START_TEST(bad_values)
 	    "max_nonces must be a whole number, not '99999999999999999999999'");
 	refused("[relay]\nstatus = yes\n", "t.ini:2: status must be 'on' or 'off', "
 	    "not 'yes'");
+	refused("[relay]\ndirect_write = 1\n", "t.ini:2: direct_write must be 'on' or "
+	    "'off', not '1'");
+	refused("[relay]\nupload_memory = 4k\n", "t.ini:2: upload_memory = 4k is out "
+	    "of range (8192 to 67108864)");
 	refused("[relay]\nresume_grace = 0\n", "t.ini:2: resume_grace = 0 is out of "
 	    "range (0.100 s to 86400 s)");
 	refused("[relay]\npeer_timeout = never\n", "t.ini:2: peer_timeout must be a "
