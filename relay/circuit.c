@@ -220,6 +220,10 @@ circuit_accepted(struct circuit *t)
 	t->ci_active_ms = loop_now_ms();
 	circuit_side_update(t, SIDE_CLIENT);
 	circuit_side_update(t, SIDE_SERVER);
+	/* Re-armed, not kept: the accept_timeout deadline would wake every
+	 * new tunnel once more, accept_timeout after it opened, for
+	 * nothing. */
+	loop_timer_stop(t->ci_relay->rl_loop, &t->ci_timer);
 	circuit_schedule(t);
 	if (connect != NULL)
 		http_reply(connect, 200, NULL, NULL);

@@ -7,10 +7,13 @@
  * of the relay's CPU per GiB was the fixed cost of those system calls.
  * Only uploads need big reads (downloads are written by direct.c), so a
  * plain-HTTP relay runs a second set of daemons with upload_memory per
- * connection and gives them the connections whose first request is an
- * upload (POST /v1/s/SERVER/upstream/... or .../downstream/...).  It
- * looks at the request line with MSG_PEEK, so libmicrohttpd still reads
- * every byte itself.  The proxies keep their uploads on connections of
+ * connection and gives them the connections whose first request is a
+ * streaming upload (POST /v1/s/SERVER/upstream/... or .../downstream/...
+ * without a Postern-Segment header: segments are short requests, and
+ * libmicrohttpd clears a connection's whole buffer after each request,
+ * so they would keep the whole of a big buffer resident for little
+ * gain).  It looks at the request head with MSG_PEEK, so libmicrohttpd
+ * still reads every byte itself.  The proxies keep their uploads on connections of
  * their own (tunnel.h, te_curl_up), so a connection sorted here for its
  * first upload goes on carrying uploads.
  *
@@ -29,9 +32,10 @@
 #include "log.h"
 #include "relay.h"
 
-/* Bytes of the request line looked at: "POST /v1/s/", a server name (at
- * most RELAY_NAME_MAX) and "/downstream/". */
-#define SORT_PEEK (16 + RELAY_NAME_MAX + 16)
+/* Bytes of the request head looked at: a proxy's whole head (about 500
+ * bytes) fits. */
+#define SORT_PEEK 2048
+#define SORT_SEGMENT_HEADER "\r\npostern-segment:"
 
 struct sorting {
 	struct relay           *so_relay;
@@ -57,7 +61,22 @@ sort_free(struct sorting *so, int close_fd)
 	relay_conn_closed(rl);
 }
 
-/* Is the request line (or its start) that of an upload? */
+/* Does the head (as far as b goes) have a Postern-Segment header? */
+static int
+sort_has_segment(const char *b, size_t n)
+{
+	size_t len = strlen(SORT_SEGMENT_HEADER), i;
+
+	for (i = 0; i + len <= n; i++) {
+		if (b[i] == '\r' && i + 3 < n && memcmp(b + i, "\r\n\r\n", 4) == 0)
+			return 0;   /* the body starts: no more headers */
+		if (strncasecmp(b + i, SORT_SEGMENT_HEADER, len) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Is the request head (or its start) that of a streaming upload? */
 int
 sort_is_upload(const char *b, size_t n)
 {
@@ -71,11 +90,12 @@ sort_is_upload(const char *b, size_t n)
 	if (i >= n || b[i] != '/')
 		return 0;
 	call = i + 1;
-	if (n - call >= strlen("upstream/") &&
-	    memcmp(b + call, "upstream/", strlen("upstream/")) == 0)
-		return 1;
-	return n - call >= strlen("downstream/") &&
-	    memcmp(b + call, "downstream/", strlen("downstream/")) == 0;
+	if (!(n - call >= strlen("upstream/") &&
+	    memcmp(b + call, "upstream/", strlen("upstream/")) == 0) &&
+	    !(n - call >= strlen("downstream/") &&
+	    memcmp(b + call, "downstream/", strlen("downstream/")) == 0))
+		return 0;
+	return !sort_has_segment(b, n);
 }
 
 static void

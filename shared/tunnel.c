@@ -63,6 +63,7 @@ struct tunnel_stream {
 	const char          *ts_call;      /* "connect", "upstream", ... */
 	long                 ts_status;    /* final status, once headers end */
 	int                  ts_segment;   /* a bounded request (segments) */
+	struct curlloop     *ts_curl;      /* the multi it runs on, once added */
 	int                  ts_final;     /* upload: the direction's last body */
 	uint64_t             ts_gen;       /* Postern-Generation answered */
 	int                  ts_eof;       /* Postern-Eof: 1 answered */
@@ -302,11 +303,14 @@ tunnel_fail(struct tunnel *t, int reset, const char *fmt, ...)
 	tunnel_kick(t);
 }
 
-/* The multi handle that runs stream s. */
+/* The multi handle for a new stream: streaming uploads run apart
+ * (tunnel.h, te_curl_up).  Upload segments do not: short requests one
+ * after the other, they would churn through the few connections kept
+ * there, and a relay gives them no bigger buffer. */
 static struct curlloop *
 tunnel_curl(const struct tunnel *t, const struct tunnel_stream *s)
 {
-	if (s == &t->tn_up && t->tn_env->te_curl_up != NULL)
+	if (s == &t->tn_up && !s->ts_segment && t->tn_env->te_curl_up != NULL)
 		return t->tn_env->te_curl_up;
 	return t->tn_env->te_curl;
 }
@@ -322,9 +326,11 @@ tunnel_env_flush(const struct tunnel_env *te)
 static void
 tunnel_stream_free(struct tunnel *t, struct tunnel_stream *s)
 {
+	(void)t;
 	if (s->ts_x.cx_easy != NULL) {
-		if (tunnel_curl(t, s) != NULL)
-			curlloop_remove(tunnel_curl(t, s), &s->ts_x);
+		if (s->ts_curl != NULL)
+			curlloop_remove(s->ts_curl, &s->ts_x);
+		s->ts_curl = NULL;
 		curl_easy_cleanup(s->ts_x.cx_easy);
 		s->ts_x.cx_easy = NULL;
 	}
@@ -1867,7 +1873,8 @@ tunnel_stream_start(struct tunnel *t, struct tunnel_stream *s,
 		    tunnel_clamp(t->tn_env->te_buffer, TUNNEL_RECV_MIN,
 		    TUNNEL_RECV_MAX));
 	}
-	if (curlloop_add(tunnel_curl(t, s), &s->ts_x, err, errlen) == -1) {
+	s->ts_curl = tunnel_curl(t, s);
+	if (curlloop_add(s->ts_curl, &s->ts_x, err, errlen) == -1) {
 		tunnel_stream_free(t, s);
 		return -1;
 	}

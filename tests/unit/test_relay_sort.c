@@ -16,6 +16,11 @@ START_TEST(uploads)
 	ck_assert_int_eq(is_upload("POST /v1/s/nas/upstream/abc HTTP/1.1\r\n"), 1);
 	ck_assert_int_eq(is_upload("POST /v1/s/nas/downstream/abc HTTP/1.1\r\n"), 1);
 	ck_assert_int_eq(is_upload("POST /v1/s/box.2-x/upstream/"), 1);
+	ck_assert_int_eq(is_upload("POST /v1/s/nas/upstream/abc HTTP/1.1\r\n"
+	    "Host: r\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\n"), 1);
+	/* the header's name in a body is not a header */
+	ck_assert_int_eq(is_upload("POST /v1/s/nas/upstream/abc HTTP/1.1\r\n"
+	    "Host: r\r\n\r\n\r\nPostern-Segment: 1\r\n"), 1);
 }
 END_TEST
 
@@ -31,6 +36,11 @@ START_TEST(not_uploads)
 	ck_assert_int_eq(is_upload("POST /v1/s/upstream/listen/x HTTP/1.1\r\n"), 0);
 	ck_assert_int_eq(is_upload("POST /v1/s/nas/upstreamx/abc HTTP/1.1\r\n"), 0);
 	ck_assert_int_eq(is_upload("POST /v1/s/nas HTTP/1.1\r\n"), 0);
+	/* upload segments stay with the other requests */
+	ck_assert_int_eq(is_upload("POST /v1/s/nas/upstream/abc HTTP/1.1\r\n"
+	    "Host: r\r\nPostern-Segment: 1\r\n\r\n"), 0);
+	ck_assert_int_eq(is_upload("POST /v1/s/nas/downstream/abc HTTP/1.1\r\n"
+	    "postern-segment: 1\r\n"), 0);
 }
 END_TEST
 
