@@ -15,7 +15,9 @@
  * body byte), and it neither reads nor writes a suspended connection.
  * The reader suspends the connection before writing here and resumes it
  * only with no chunk half-written, so the bytes on the wire are exactly
- * libmicrohttpd's headers, our chunks, then its "0" chunk.
+ * libmicrohttpd's headers, our chunks, then its "0" chunk.  Nothing is
+ * written before libmicrohttpd's first call of the reader (rq_dw_live):
+ * a download parked before that may still have its headers to send.
  *
  * Not used over TLS (bytes must pass through GnuTLS), nor when the
  * request was HTTP/1.0 or asked to close (libmicrohttpd then ends the
