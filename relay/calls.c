@@ -268,7 +268,7 @@ static void
 calls_download(struct relay_req *rq)
 {
 	struct circuit *t = rq->rq_circuit;
-	struct pipe *p = rq->rq_stream == ST_ACCEPT ? &t->ci_up : &t->ci_down;
+	struct pipe *p = pipe_of_reader(rq);
 
 	if (t->ci_state == CS_ENDED) {
 		http_reply(rq, 404, "unknown_connection", "connection %s has ended (the "

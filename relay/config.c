@@ -256,6 +256,7 @@ config_relay_set(struct config_parse *cp, const char *name, const char *value)
 	struct relay_config *cf = cp->cp_cf;
 	const struct setting *st = NULL;
 	char host[256], port[16], err[RELAY_ERR_MAX], lo[32], hi[32], **pp;
+	int *flag;
 	uint64_t v = 0;
 	size_t i;
 
@@ -301,10 +302,11 @@ config_relay_set(struct config_parse *cp, const char *name, const char *value)
 		}
 		return 1;
 	case SET_ONOFF:
+		flag = (int *)(void *)((char *)cf + st->st_offset);
 		if (strcmp(value, "on") == 0)
-			*(int *)(void *)((char *)cf + st->st_offset) = 1;
+			*flag = 1;
 		else if (strcmp(value, "off") == 0)
-			*(int *)(void *)((char *)cf + st->st_offset) = 0;
+			*flag = 0;
 		else {
 			config_fail(cp, cp->cp_line, "%s must be 'on' or 'off', not '%s'",
 			    name, value);

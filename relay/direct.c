@@ -34,9 +34,12 @@
 #include "log.h"
 #include "relay.h"
 
-/* Chunks written per call before returning to the loop, so that one fast
- * reader cannot keep the relay from its other sockets. */
-#define DIRECT_ROUNDS 4
+/* A call finishes the chunk left half-written, if any, then writes one
+ * of all the ring holds by then (the ring fills only between calls);
+ * EINTR retries count against the same bound. */
+#define DIRECT_ROUNDS 2
+
+static const char direct_crlf[] = "\r\n";
 
 static void direct_event(struct loop *l, int fd, int events, void *arg);
 
@@ -69,81 +72,75 @@ direct_eligible(struct relay_req *rq)
 	    MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION));
 }
 
-static struct pipe *
-direct_pipe(struct relay_req *rq)
-{
-	struct circuit *t = rq->rq_circuit;
-
-	return rq->rq_stream == ST_ACCEPT ? &t->ci_up : &t->ci_down;
-}
-
 /* Starts a chunk of the bytes the reader may take now; 0 if none. */
 static int
 direct_chunk_start(struct relay_req *rq, struct pipe *p)
 {
-	size_t n = ring_len(&p->pp_ring);
-	int len;
+	size_t n;
 
-	if (rq->rq_segment) {
-		if (rq->rq_seg_over)
-			return 0;
-		if (n > rq->rq_seg_left)
-			n = (size_t)rq->rq_seg_left;
-	}
-	if (n == 0)
+	if (pipe_reader_end(rq, p) != 0)
 		return 0;
-	len = snprintf(rq->rq_dw_hdr, sizeof(rq->rq_dw_hdr), "%zx\r\n", n);
-	rq->rq_dw_hlen = (uint8_t)len;
-	rq->rq_dw_hoff = 0;
-	rq->rq_dw_toff = 0;
-	rq->rq_dw_data = n;
-	rq->rq_dw_busy = 1;
+	if ((n = pipe_reader_room(rq, ring_len(&p->pp_ring))) == 0)
+		return 0;
+	rq->rq_dw_hlen = (uint8_t)snprintf(rq->rq_dw_hdr, sizeof(rq->rq_dw_hdr),
+	    "%zx\r\n", n);
+	rq->rq_dw_len = n;
+	rq->rq_dw_sent = 0;
 	return 1;
 }
 
-int
-direct_flush(struct relay_req *rq)
+/* Data bytes of the chunk under way written after `sent` bytes of it. */
+static size_t
+direct_data_sent(const struct relay_req *rq, size_t sent)
 {
-	struct circuit *t = rq->rq_circuit;
-	struct pipe *p;
+	size_t d = sent > rq->rq_dw_hlen ? sent - rq->rq_dw_hlen : 0;
+
+	return d < rq->rq_dw_len ? d : rq->rq_dw_len;
+}
+
+int
+direct_flush(struct relay_req *rq, struct pipe *p)
+{
 	struct iovec iov[4];
 	struct msghdr msg;
 	const uint8_t *piece;
-	size_t len, off, used, d;
+	size_t hl, len, off, done, left, tail;
 	ssize_t w;
 	int round, n;
 
-	if (t == NULL || t->ci_failed || rq->rq_abort || rq->rq_dw_failed)
-		return -1;
-	p = direct_pipe(rq);
-	if (p->pp_reader != rq)
+	if (!pipe_reader_ok(rq, p) || rq->rq_dw_failed)
 		return -1;
 	for (round = 0; round < DIRECT_ROUNDS; round++) {
-		if (!rq->rq_dw_busy && !direct_chunk_start(rq, p))
+		if (rq->rq_dw_len == 0 && !direct_chunk_start(rq, p))
 			return 0;
-		if (rq->rq_dw_data > ring_len(&p->pp_ring)) {
+		hl = rq->rq_dw_hlen;
+		done = direct_data_sent(rq, rq->rq_dw_sent);
+		left = rq->rq_dw_len - done;   /* at the head of the ring */
+		if (left > ring_len(&p->pp_ring)) {
 			/* The pipe was emptied under a chunk: only a break
 			 * does that, and it cuts this stream too. */
 			rq->rq_dw_failed = 1;
 			return -1;
 		}
 		n = 0;
-		if (rq->rq_dw_hoff < rq->rq_dw_hlen) {
-			iov[n].iov_base = rq->rq_dw_hdr + rq->rq_dw_hoff;
-			iov[n++].iov_len = (size_t)(rq->rq_dw_hlen - rq->rq_dw_hoff);
+		if (rq->rq_dw_sent < hl) {
+			iov[n].iov_base = rq->rq_dw_hdr + rq->rq_dw_sent;
+			iov[n++].iov_len = hl - rq->rq_dw_sent;
 		}
-		for (off = 0; off < rq->rq_dw_data && n < 3; off += len) {
+		for (off = 0; off < left && n < 3; off += len) {
 			piece = ring_peek_at(&p->pp_ring, off, &len);
 			if (piece == NULL)
 				break;
-			if (len > rq->rq_dw_data - off)
-				len = rq->rq_dw_data - off;
+			if (len > left - off)
+				len = left - off;
 			iov[n].iov_base = (void *)(uintptr_t)piece;
 			iov[n++].iov_len = len;
 		}
-		if (off >= rq->rq_dw_data) {
-			iov[n].iov_base = (void *)(uintptr_t)("\r\n" + rq->rq_dw_toff);
-			iov[n++].iov_len = (size_t)(2 - rq->rq_dw_toff);
+		if (off >= left) {
+			tail = rq->rq_dw_sent > hl + rq->rq_dw_len ?
+			    rq->rq_dw_sent - hl - rq->rq_dw_len : 0;
+			iov[n].iov_base = (void *)(uintptr_t)(direct_crlf + tail);
+			iov[n++].iov_len = 2 - tail;
 		}
 		memset(&msg, 0, sizeof(msg));
 		msg.msg_iov = iov;
@@ -159,24 +156,14 @@ direct_flush(struct relay_req *rq)
 			rq->rq_dw_failed = 1;
 			return -1;
 		}
-		used = (size_t)w;
-		d = rq->rq_dw_hlen - rq->rq_dw_hoff;
-		if (d > used)
-			d = used;
-		rq->rq_dw_hoff = (uint8_t)(rq->rq_dw_hoff + d);
-		used -= d;
-		d = used < rq->rq_dw_data ? used : rq->rq_dw_data;
-		if (d > 0) {
-			ring_drop(&p->pp_ring, d);
-			rq->rq_dw_data -= d;
-			used -= d;
-			pipe_taken(rq, p, d);
+		rq->rq_dw_sent += (size_t)w;
+		if ((len = direct_data_sent(rq, rq->rq_dw_sent) - done) > 0) {
+			ring_drop(&p->pp_ring, len);
+			pipe_taken(rq, p, len);
 		}
-		rq->rq_dw_toff = (uint8_t)(rq->rq_dw_toff + used);
-		if (rq->rq_dw_hoff < rq->rq_dw_hlen || rq->rq_dw_data > 0 ||
-		    rq->rq_dw_toff < 2)
+		if (rq->rq_dw_sent < hl + rq->rq_dw_len + 2)
 			return 0;    /* the socket is full */
-		rq->rq_dw_busy = 0;
+		rq->rq_dw_len = 0;
 	}
 	return 0;
 }
@@ -184,19 +171,11 @@ direct_flush(struct relay_req *rq)
 /* Is it libmicrohttpd's turn: an error to report, or the body's end (its
  * last chunk and keep-alive are libmicrohttpd's)? */
 static int
-direct_done(struct relay_req *rq)
+direct_done(struct relay_req *rq, struct pipe *p)
 {
-	struct circuit *t = rq->rq_circuit;
-	struct pipe *p;
-
-	if (t == NULL || t->ci_failed || rq->rq_abort || rq->rq_dw_failed)
+	if (!pipe_reader_ok(rq, p) || rq->rq_dw_failed)
 		return 1;
-	if (rq->rq_dw_busy)
-		return 0;
-	p = direct_pipe(rq);
-	if (p->pp_reader != rq || (p->pp_eof && ring_len(&p->pp_ring) == 0))
-		return 1;
-	return rq->rq_segment && (rq->rq_seg_over || rq->rq_seg_left == 0);
+	return rq->rq_dw_len == 0 && pipe_reader_end(rq, p) != 0;
 }
 
 /* While suspended: read for the peer leaving, write while a chunk is
@@ -205,7 +184,7 @@ static void
 direct_watch(struct relay_req *rq)
 {
 	int ev = (rq->rq_dw_noread ? 0 : LOOP_READ) |
-	    (rq->rq_dw_busy ? LOOP_WRITE : 0);
+	    (rq->rq_dw_len > 0 ? LOOP_WRITE : 0);
 
 	if (loop_watch(rq->rq_relay->rl_loop, rq->rq_fd, ev, direct_event, rq) == 0)
 		rq->rq_watched = 1;
@@ -216,7 +195,7 @@ direct_after(struct relay_req *rq)
 {
 	if (!rq->rq_suspended)
 		return;
-	if (direct_done(rq))
+	if (direct_done(rq, pipe_of_reader(rq)))
 		http_resume(rq);
 	else
 		direct_watch(rq);
@@ -225,21 +204,17 @@ direct_after(struct relay_req *rq)
 long
 direct_read(struct relay_req *rq, struct pipe *p)
 {
+	long end;
+
 	/* libmicrohttpd asks for body bytes only once the headers are out:
 	 * from now on the socket is ours between its calls.  (Before, a
 	 * suspended reader may still have its headers to send.) */
 	rq->rq_dw_live = 1;
-	(void)direct_flush(rq);
-	if (rq->rq_abort || rq->rq_dw_failed)
+	(void)direct_flush(rq, p);
+	if (rq->rq_dw_failed)
 		return PIPE_ERROR;
-	if (!rq->rq_dw_busy) {
-		if (p->pp_eof && ring_len(&p->pp_ring) == 0) {
-			ring_release(&p->pp_ring);
-			return PIPE_EOF;
-		}
-		if (rq->rq_segment && (rq->rq_seg_over || rq->rq_seg_left == 0))
-			return PIPE_END;
-	}
+	if (rq->rq_dw_len == 0 && (end = pipe_reader_end(rq, p)) != 0)
+		return end;
 	http_suspend(rq, 0);
 	direct_watch(rq);
 	return 0;
@@ -249,14 +224,11 @@ static void
 direct_event(struct loop *l, int fd, int events, void *arg)
 {
 	struct relay_req *rq = arg;
-	ssize_t n;
-	char c;
+	int peer;
 
 	(void)l;
 	if (events & LOOP_READ) {
-		n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-		    errno != EINTR)) {
+		if ((peer = http_peer_peek(fd)) < 0) {
 			http_unwatch(rq);
 			log_debug("%s from %s: peer closed while streaming", rq->rq_what,
 			    rq->rq_peer);
@@ -265,10 +237,10 @@ direct_event(struct loop *l, int fd, int events, void *arg)
 		}
 		/* More request bytes (pipelining) are libmicrohttpd's, later:
 		 * stop waking up for them. */
-		if (n > 0)
+		if (peer > 0)
 			rq->rq_dw_noread = 1;
 	}
 	if (events & LOOP_WRITE)
-		(void)direct_flush(rq);
+		(void)direct_flush(rq, pipe_of_reader(rq));
 	direct_after(rq);
 }

@@ -160,13 +160,12 @@ static ssize_t
 http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct relay_req *rq = cls;
-	struct circuit *t = rq->rq_circuit;
 	long n;
 
 	(void)pos;
-	if (t == NULL || rq->rq_abort)
+	if (rq->rq_circuit == NULL || rq->rq_abort)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
-	n = pipe_read(rq, rq->rq_stream == ST_ACCEPT ? &t->ci_up : &t->ci_down, buf, max);
+	n = pipe_read(rq, pipe_of_reader(rq), buf, max);
 	if (n == PIPE_EOF || n == PIPE_END) {
 		/* A clean end: the slot is free for the next download now,
 		 * before the last chunk has gone out. */
@@ -179,7 +178,7 @@ http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 }
 
 int
-http_queue_stream(struct relay_req *rq, struct pipe *p)
+http_queue_stream(struct relay_req *rq)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result r;
@@ -201,7 +200,7 @@ http_queue_stream(struct relay_req *rq, struct pipe *p)
 		return -1;
 	rq->rq_answered = 1;
 	rq->rq_streaming = 1;
-	pipe_reader_start(rq, p);
+	pipe_reader_start(rq, pipe_of_reader(rq));
 	return 0;
 }
 
@@ -257,8 +256,7 @@ http_answer(struct relay_req *rq, int status, const char *code, const char *msg)
 		rc = http_queue_listen(rq);
 	else if (status == MHD_HTTP_OK && !rq->rq_eof_answer &&
 	    (rq->rq_stream == ST_CONNECT || rq->rq_stream == ST_ACCEPT))
-		rc = http_queue_stream(rq, rq->rq_stream == ST_ACCEPT ? &t->ci_up :
-		    &t->ci_down);
+		rc = http_queue_stream(rq);
 	else
 		rc = http_queue_empty(rq, status);
 	if (rc == -1) {
@@ -467,20 +465,32 @@ http_hup_event(struct loop *l, int fd, int events, void *arg)
 	}
 }
 
+int
+http_peer_peek(int fd)
+{
+	ssize_t n;
+	char c;
+
+	n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n > 0)
+		return 1;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return 0;
+	return -1;
+}
+
 static void
 http_peer_event(struct loop *l, int fd, int events, void *arg)
 {
 	struct relay_req *rq = arg;
-	ssize_t n;
-	char c;
+	int peer;
 
 	(void)events;
-	n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+	if ((peer = http_peer_peek(fd)) == 0)
 		return;
 	loop_unwatch(l, fd);
 	rq->rq_watched = 0;
-	if (n > 0)
+	if (peer > 0)
 		return;   /* more request bytes (pipelining): not a close */
 	log_debug("%s from %s: peer closed while parked", rq->rq_what, rq->rq_peer);
 	calls_peer_gone(rq);

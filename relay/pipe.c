@@ -129,7 +129,7 @@ pipe_write(struct relay_req *rq, struct pipe *p, const char *data, size_t *size)
 			break;
 		}
 		/* Written now, without waking libmicrohttpd. */
-		(void)direct_flush(rd);
+		(void)direct_flush(rd, p);
 		direct_after(rd);
 	}
 	if (*size > 0)
@@ -164,8 +164,9 @@ pipe_reader_start(struct relay_req *rq, struct pipe *p)
 
 	p->pp_reader = rq;
 	rq->rq_direct = direct_eligible(rq);
-	rq->rq_dw_busy = 0;
 	rq->rq_dw_live = 0;
+	rq->rq_dw_len = 0;
+	rq->rq_dw_sent = 0;
 	if (!rq->rq_segment)
 		return;
 	loop_timer_init(&rq->rq_timer, pipe_segment_timer, rq);
@@ -199,27 +200,58 @@ pipe_taken(struct relay_req *rq, struct pipe *p, size_t n)
 	}
 }
 
-long
-pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max)
+struct pipe *
+pipe_of_reader(const struct relay_req *rq)
 {
 	struct circuit *t = rq->rq_circuit;
-	size_t n;
 
-	if (t == NULL || t->ci_failed || rq->rq_abort || p->pp_reader != rq)
-		return PIPE_ERROR;
-	if (rq->rq_direct)
-		return direct_read(rq, p);
+	if (t == NULL)
+		return NULL;
+	return rq->rq_stream == ST_ACCEPT ? &t->ci_up : &t->ci_down;
+}
+
+int
+pipe_reader_ok(const struct relay_req *rq, const struct pipe *p)
+{
+	const struct circuit *t = rq->rq_circuit;
+
+	return t != NULL && p != NULL && !t->ci_failed && !rq->rq_abort &&
+	    p->pp_reader == rq;
+}
+
+long
+pipe_reader_end(struct relay_req *rq, struct pipe *p)
+{
 	if (p->pp_eof && ring_len(&p->pp_ring) == 0) {
 		ring_release(&p->pp_ring);   /* the direction is over */
 		return PIPE_EOF;
 	}
-	if (rq->rq_segment) {
-		if (rq->rq_seg_over || rq->rq_seg_left == 0)
-			return PIPE_END;
-		if (max > rq->rq_seg_left)
-			max = (size_t)rq->rq_seg_left;
-	}
-	n = ring_read(&p->pp_ring, buf, max);
+	if (rq->rq_segment && (rq->rq_seg_over || rq->rq_seg_left == 0))
+		return PIPE_END;
+	return 0;
+}
+
+size_t
+pipe_reader_room(const struct relay_req *rq, size_t avail)
+{
+	if (rq->rq_segment && avail > rq->rq_seg_left)
+		return (size_t)rq->rq_seg_left;
+	return avail;
+}
+
+long
+pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max)
+{
+	size_t n;
+	long end;
+
+	if (!pipe_reader_ok(rq, p))
+		return PIPE_ERROR;
+	if (rq->rq_direct)
+		return direct_read(rq, p);
+	if ((end = pipe_reader_end(rq, p)) != 0)
+		return end;
+	n = ring_read(&p->pp_ring, buf, pipe_reader_room(rq, max));
 	if (n > 0) {
 		pipe_taken(rq, p, n);
 		return (long)n;

@@ -356,14 +356,14 @@ struct relay_req {
 	unsigned           rq_direct:1;
 	unsigned           rq_dw_live:1;        /* its headers are out: the
 	                                         * content reader was called */
-	unsigned           rq_dw_busy:1;        /* a chunk is partly written */
 	unsigned           rq_dw_failed:1;      /* writing failed: end it */
 	unsigned           rq_dw_noread:1;      /* pipelined bytes wait */
-	uint8_t            rq_dw_hlen;          /* chunk header: length, */
-	uint8_t            rq_dw_hoff;          /* bytes of it written */
-	uint8_t            rq_dw_toff;          /* bytes of its CRLF written */
-	char               rq_dw_hdr[24];       /* "<hex>\r\n" */
-	size_t             rq_dw_data;          /* its data bytes not yet written */
+	/* The chunk under way: "<hex>\r\n", rq_dw_len data bytes (the
+	 * ring's oldest), "\r\n"; rq_dw_len 0 when none is. */
+	uint8_t            rq_dw_hlen;
+	char               rq_dw_hdr[24];
+	size_t             rq_dw_len;
+	size_t             rq_dw_sent;          /* bytes of it written */
 	uint32_t           rq_gen;              /* Postern-Generation asked, then
 	                                         * the one answered */
 	uint32_t           rq_instance;         /* listen: its server-proxy instance
@@ -465,6 +465,9 @@ int  http_tls_start(struct relay *rl, char *err, size_t errlen);
 void http_tls_stop(struct relay *rl);
 void http_suspend(struct relay_req *rq, int watch);
 void http_unwatch(struct relay_req *rq);
+/* A parked socket woke up: -1 its peer left (EOF or an error), 1 request
+ * bytes wait (pipelining), 0 nothing after all. */
+int  http_peer_peek(int fd);
 void http_resume(struct relay_req *rq);
 /* Answers now when inside rq's handler, else parks the answer and
  * resumes rq so that its handler sends it. */
@@ -478,7 +481,7 @@ void http_untimed(struct relay_req *rq);
 /* A request header's value, or NULL. */
 const char *http_header(struct relay_req *rq, const char *name);
 int  http_queue_json(struct relay_req *rq, int status, const char *body);
-int  http_queue_stream(struct relay_req *rq, struct pipe *p);
+int  http_queue_stream(struct relay_req *rq);
 
 /* calls.c: the per-call logic.  They answer through http_reply() and
  * set rq_abort to close the connection. */
@@ -553,11 +556,22 @@ void pipe_write_end(struct pipe *p);
 long pipe_read(struct relay_req *rq, struct pipe *p, char *buf, size_t max);
 /* n bytes left p for rq (reader): accounting, timers, the writer woken. */
 void pipe_taken(struct relay_req *rq, struct pipe *p, size_t n);
+/* The pipe a download (connect/receive, accept) reads; NULL without a
+ * circuit. */
+struct pipe *pipe_of_reader(const struct relay_req *rq);
+/* May rq read p still (no break, failure or abort since)? */
+int  pipe_reader_ok(const struct relay_req *rq, const struct pipe *p);
+/* Does rq's body end now: PIPE_EOF (the direction is over and drained;
+ * the ring's storage goes back), PIPE_END (its segment is over) or 0. */
+long pipe_reader_end(struct relay_req *rq, struct pipe *p);
+/* The bytes of avail rq may take now: a segment's rest bounds them. */
+size_t pipe_reader_room(const struct relay_req *rq, size_t avail);
 
 /* direct.c: a plain HTTP/1.1 download's chunks written by the relay. */
 int  direct_eligible(struct relay_req *rq);
-/* Writes what the socket takes; -1 once the stream must end in error. */
-int  direct_flush(struct relay_req *rq);
+/* Writes what the socket takes from p, rq's pipe; -1 once the stream
+ * must end in error. */
+int  direct_flush(struct relay_req *rq, struct pipe *p);
 /* After bytes or an end reached a suspended direct reader. */
 void direct_after(struct relay_req *rq);
 /* The content reader's turn: PIPE_* or 0 (suspended, nothing for MHD). */
