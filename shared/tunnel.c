@@ -324,9 +324,8 @@ tunnel_env_flush(const struct tunnel_env *te)
 }
 
 static void
-tunnel_stream_free(struct tunnel *t, struct tunnel_stream *s)
+tunnel_stream_free(struct tunnel_stream *s)
 {
-	(void)t;
 	if (s->ts_x.cx_easy != NULL) {
 		if (s->ts_curl != NULL)
 			curlloop_remove(s->ts_curl, &s->ts_x);
@@ -356,8 +355,8 @@ tunnel_teardown(struct tunnel *t)
 	loop_timer_stop(l, &t->tn_watchdog);
 	loop_timer_stop(l, &t->tn_retry);
 	tunnel_batch_drop(t);
-	tunnel_stream_free(t, &t->tn_down);
-	tunnel_stream_free(t, &t->tn_up);
+	tunnel_stream_free(&t->tn_down);
+	tunnel_stream_free(&t->tn_up);
 	if (t->tn_fd >= 0) {
 		loop_unwatch(l, t->tn_fd);
 		if (t->tn_reset)
@@ -500,7 +499,7 @@ tunnel_on_kick(struct loop *l, void *arg)
 		return;   /* the re-attach timer takes it from here */
 	if (t->tn_want_down) {
 		t->tn_want_down = 0;
-		tunnel_stream_free(t, &t->tn_down);
+		tunnel_stream_free(&t->tn_down);
 		if (tunnel_start_download(t, err, sizeof(err)) == -1) {
 			tunnel_break(t, "cannot start the %s: %s",
 			    tunnel_down_call(t), err);
@@ -1817,7 +1816,7 @@ tunnel_stream_start(struct tunnel *t, struct tunnel_stream *s,
 	size_t nh = 0;
 	CURL *e;
 
-	tunnel_stream_free(t, s);
+	tunnel_stream_free(s);
 	s->ts_t = t;
 	s->ts_call = call;
 	s->ts_segment = t->tn_segmented;
@@ -1875,7 +1874,7 @@ tunnel_stream_start(struct tunnel *t, struct tunnel_stream *s,
 	}
 	s->ts_curl = tunnel_curl(t, s);
 	if (curlloop_add(s->ts_curl, &s->ts_x, err, errlen) == -1) {
-		tunnel_stream_free(t, s);
+		tunnel_stream_free(s);
 		return -1;
 	}
 	return 0;
@@ -1962,8 +1961,8 @@ tunnel_do_break(struct tunnel *t)
 		t->tn_backoff_ms = 0;
 	}
 	tunnel_note(t, "%s; resuming", t->tn_break_why);
-	tunnel_stream_free(t, &t->tn_down);
-	tunnel_stream_free(t, &t->tn_up);
+	tunnel_stream_free(&t->tn_down);
+	tunnel_stream_free(&t->tn_up);
 	t->tn_breaking = 1;
 	t->tn_up_started = 0;
 	t->tn_up_paused = 0;
