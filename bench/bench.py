@@ -228,6 +228,12 @@ def setup_postern_https(tmp, target_port):
     return setup_postern(tmp, target_port, "postern-https", (), None, tls=True)
 
 
+def ratio(results, path, metric):
+    """path's median over direct's for metric, or None."""
+    d, p = results.get(("direct", metric)), results.get((path, metric))
+    return p[0] / d[0] if d and p and d[0] else None
+
+
 def med(values):
     return statistics.median(values) if values else None
 
@@ -408,11 +414,8 @@ def write_results(paths, results):
         for pname in paths:
             v = results.get((pname, metric))
             cells.append("" if v is None else (f"{v[0]:.1f}" + (f" ({v[1]})" if v[1] else "")))
-        d = results.get(("direct", metric))
-        ratios = []
-        for rp in ratio_paths:
-            p = results.get((rp, metric))
-            ratios.append(f"{p[0] / d[0]:.2f}x" if d and p and d[0] else "")
+        ratios = [("" if r is None else f"{r:.2f}x")
+                  for r in (ratio(results, rp, metric) for rp in ratio_paths)]
         lines.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
         rows.append([metric] + [("" if results.get((pn, metric)) is None else results[(pn, metric)][0])
                                 for pn in paths])
@@ -480,10 +483,8 @@ def chart(outdir, results):
             d = results.get(("direct", k))
             if not d or not d[0]:
                 continue
-            vals = []
-            for pn in series:
-                p = results.get((pn, k))
-                vals.append(f"{p[0] / d[0]:.3f}" if p else "NaN")
+            vals = [("NaN" if r is None else f"{r:.3f}")
+                    for r in (ratio(results, pn, k) for pn in series)]
             f.write(f"\"{k}\" " + " ".join(vals) + "\n")
     plots = ", ".join(f"'{data}' using {i + 2}:xtic(1) title '{pn}'" for i, pn in enumerate(series))
     script = f"""set terminal png size 1000,450
